@@ -1,0 +1,2 @@
+//! Quote throughput (placeholder, replaced below).
+fn main() {}
