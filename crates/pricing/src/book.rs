@@ -220,9 +220,13 @@ impl PriceBookBuilder {
                 .iter_mut()
                 .find(|(p, _)| p == provider)
                 .map(|(_, l)| l)
-                .ok_or_else(|| PricingError::Config(format!("select_catalog: no catalog for provider {provider}")))?;
+                .ok_or_else(|| {
+                    PricingError::Config(format!("select_catalog: no catalog for provider {provider}"))
+                })?;
             let pos = lists.iter().position(|l| &l.name == name).ok_or_else(|| {
-                PricingError::Config(format!("select_catalog: provider {provider} has no price list {name:?}"))
+                PricingError::Config(format!(
+                    "select_catalog: provider {provider} has no price list {name:?}"
+                ))
             })?;
             let l = lists.remove(pos);
             lists.insert(0, l);
@@ -268,11 +272,15 @@ impl PriceBookBuilder {
         }
         for rate in self.rates {
             if rate.from == rate.to {
-                return Err(PricingError::Config(format!("conversion from {} to itself", rate.from)));
-            }
-            if rate.to != Currency::Cu && rate.to != Currency::Usd {
                 return Err(PricingError::Config(format!(
-                    "conversion {} → {}: conversions lead to CU (or to USD, then CU)",
+                    "conversion from {} to itself",
+                    rate.from
+                )));
+            }
+            let credits_to_usd = rate.to == Currency::Usd && matches!(rate.from, Currency::Credits(_));
+            if rate.to != Currency::Cu && !credits_to_usd {
+                return Err(PricingError::Config(format!(
+                    "conversion {} → {}: conversions lead to CU (credits may lead to USD, then CU)",
                     rate.from, rate.to
                 )));
             }
@@ -291,7 +299,9 @@ impl PriceBookBuilder {
         }
         for (m, t) in &self.thresholds {
             if t.is_negative() {
-                return Err(PricingError::Config(format!("negative high-cost threshold for {m}")));
+                return Err(PricingError::Config(format!(
+                    "negative high-cost threshold for {m}"
+                )));
             }
         }
         Ok(PriceBook {
@@ -328,7 +338,10 @@ fn merge_list(
                 line: None,
                 key: "currency".into(),
                 problem: CatalogProblem::MissingField,
-                message: format!("price list {:?} is new here, so it must declare its currency", list.name),
+                message: format!(
+                    "price list {:?} is new here, so it must declare its currency",
+                    list.name
+                ),
             }
             .into());
         }
@@ -347,7 +360,11 @@ fn merge_list(
             message: format!(
                 "price list {:?} is in {}, this one says {c}",
                 target.name,
-                target.currency.as_ref().map(|c| c.to_string()).unwrap_or_default()
+                target
+                    .currency
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default()
             ),
         }
         .into());
@@ -394,8 +411,10 @@ impl Sink for Lines {
         self.lines.push(QuoteLine::note(text()));
     }
     fn step(&mut self, text: impl FnOnce() -> String, amount: Decimal) {
-        self.lines
-            .push(QuoteLine::with_amount(text(), Money::new(amount, self.currency.clone())));
+        self.lines.push(QuoteLine::with_amount(
+            text(),
+            Money::new(amount.normalize(), self.currency.clone()),
+        ));
     }
 }
 
@@ -498,7 +517,12 @@ impl PriceBook {
     /// What a finished generation cost: the provider's own figure when it reported money
     /// (`generation.charged`, source kept); else the catalog price of the quantity it reported
     /// (`ProviderReported`); else the catalog price of the job (`PriceTable`).
-    pub fn charge(&self, target: &ModelRef, job: &Job, generation: &Generation) -> Result<Charge, PricingError> {
+    pub fn charge(
+        &self,
+        target: &ModelRef,
+        job: &Job,
+        generation: &Generation,
+    ) -> Result<Charge, PricingError> {
         if let Some(c) = &generation.charged {
             return Ok(c.clone());
         }
@@ -550,7 +574,9 @@ impl PriceBook {
         self.inner
             .entries
             .get(target)
-            .ok_or_else(|| PricingError::UnknownModel { target: target.clone() })
+            .ok_or_else(|| PricingError::UnknownModel {
+                target: target.clone(),
+            })
     }
 
     fn convert_cu<S: CurrencySink>(&self, amount: &Money, sink: &mut S) -> Result<Money, PricingError> {
@@ -559,14 +585,23 @@ impl PriceBook {
         }
         let mut m = amount.clone();
         for _ in 0..4 {
-            let Some(rate) = self.inner.rates.get(m.currency()) else { break };
+            let Some(rate) = self.inner.rates.get(m.currency()) else {
+                break;
+            };
             let next = m.convert(rate).map_err(|source| PricingError::Money {
                 context: format!("converting {m} to {}", rate.to),
                 source,
             })?;
             sink.set_currency(&rate.to);
             sink.step(
-                || format!("converted at 1 {} = {} {}", rate.from, num(rate.per_unit), rate.to),
+                || {
+                    format!(
+                        "converted at 1 {} = {} {}",
+                        rate.from,
+                        num(rate.per_unit),
+                        rate.to
+                    )
+                },
                 next.amount(),
             );
             m = next;
@@ -684,7 +719,17 @@ impl PriceBook {
                 if let Some(r) = mods.rounding {
                     amount = r.apply(amount);
                 }
-                sink.step(|| format!("{} plan discount −{}% (× {})", plan.as_str(), num(pct), num(factor)), amount);
+                sink.step(
+                    || {
+                        format!(
+                            "{} plan discount −{}% (× {})",
+                            plan.as_str(),
+                            num(pct),
+                            num(factor)
+                        )
+                    },
+                    amount,
+                );
             } else {
                 sink.note(|| format!("{} plan: standard rate, no discount", plan.as_str()));
             }
@@ -702,7 +747,13 @@ impl PriceBook {
             let add = mul(fee.amount(), assets).map_err(fail)?;
             amount = amount.checked_add(add).ok_or_else(|| fail(Fail::Overflow))?;
             sink.step(
-                || format!("+ BYOK post-processing fee {} {cur} × {} asset(s)", num(fee.amount()), assets),
+                || {
+                    format!(
+                        "+ BYOK post-processing fee {} {cur} × {} asset(s)",
+                        num(fee.amount()),
+                        assets
+                    )
+                },
                 amount,
             );
         }

@@ -5,12 +5,30 @@ use crate::error::PricingError;
 
 /// `(origin, text)` of every built-in catalog.
 pub const SOURCES: &[(&str, &str)] = &[
-    ("providers/fal/prices.toml", include_str!("../../../providers/fal/prices.toml")),
-    ("providers/replicate/prices.toml", include_str!("../../../providers/replicate/prices.toml")),
-    ("providers/openai/prices.toml", include_str!("../../../providers/openai/prices.toml")),
-    ("providers/scenario/prices.toml", include_str!("../../../providers/scenario/prices.toml")),
-    ("providers/elevenlabs/prices.toml", include_str!("../../../providers/elevenlabs/prices.toml")),
-    ("providers/runway/prices.toml", include_str!("../../../providers/runway/prices.toml")),
+    (
+        "providers/fal/prices.toml",
+        include_str!("../../../providers/fal/prices.toml"),
+    ),
+    (
+        "providers/replicate/prices.toml",
+        include_str!("../../../providers/replicate/prices.toml"),
+    ),
+    (
+        "providers/openai/prices.toml",
+        include_str!("../../../providers/openai/prices.toml"),
+    ),
+    (
+        "providers/scenario/prices.toml",
+        include_str!("../../../providers/scenario/prices.toml"),
+    ),
+    (
+        "providers/elevenlabs/prices.toml",
+        include_str!("../../../providers/elevenlabs/prices.toml"),
+    ),
+    (
+        "providers/runway/prices.toml",
+        include_str!("../../../providers/runway/prices.toml"),
+    ),
 ];
 
 /// Parses every built-in catalog (fal, replicate, openai, scenario, elevenlabs, runway).

@@ -11,8 +11,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use genroute_core::{Currency, Decimal, ModelId, Operation, ProviderId, Rounding};
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 use toml::value::Datetime;
 
@@ -235,7 +235,13 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn line(&self, span: Option<Range<usize>>) -> Option<usize> {
         let start = span?.start.min(self.text.len());
-        Some(self.text.as_bytes()[..start].iter().filter(|b| **b == b'\n').count() + 1)
+        Some(
+            self.text.as_bytes()[..start]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1,
+        )
     }
 
     fn err(
@@ -276,8 +282,7 @@ impl Ctx<'_> {
 /// Quotes a key segment when it is not a bare TOML key.
 pub(crate) fn key_segment(k: &str) -> String {
     if !k.is_empty()
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         k.to_owned()
@@ -343,7 +348,11 @@ fn parse(text: &str, origin: &str, is_override: bool) -> Result<Catalog, Catalog
             e.to_string(),
         )
     })?;
-    let file_verified = raw.verified.as_ref().map(|d| date(&ctx, d, "verified")).transpose()?;
+    let file_verified = raw
+        .verified
+        .as_ref()
+        .map(|d| date(&ctx, d, "verified"))
+        .transpose()?;
 
     let mut lists = Vec::new();
     match (raw.catalogs, raw.models) {
@@ -399,7 +408,9 @@ fn parse(text: &str, origin: &str, is_override: bool) -> Result<Catalog, Catalog
             }
             let mut catalogs = catalogs;
             for name in order {
-                let Some(list) = catalogs.remove(&name) else { continue };
+                let Some(list) = catalogs.remove(&name) else {
+                    continue;
+                };
                 let span = list.span();
                 let list = list.into_inner();
                 let path = format!("catalogs.{}", key_segment(&name));
@@ -411,7 +422,11 @@ fn parse(text: &str, origin: &str, is_override: bool) -> Result<Catalog, Catalog
                     list.currency,
                     list.usd_per_unit,
                     list.plan_discounts,
-                    list.verified.as_ref().map(|d| date(&ctx, d, "verified")).transpose()?.or(file_verified.clone()),
+                    list.verified
+                        .as_ref()
+                        .map(|d| date(&ctx, d, "verified"))
+                        .transpose()?
+                        .or(file_verified.clone()),
                     list.models,
                     is_override,
                 )?);
@@ -521,9 +536,8 @@ fn build_list(
     let mut out = Vec::with_capacity(models.len());
     for (id, raw) in models {
         let path = join(prefix, &format!("models.{}", key_segment(&id)));
-        let model_id = ModelId::new(&id).map_err(|e| {
-            ctx.err(Some(raw.span()), &path, CatalogProblem::Invalid, e.to_string())
-        })?;
+        let model_id = ModelId::new(&id)
+            .map_err(|e| ctx.err(Some(raw.span()), &path, CatalogProblem::Invalid, e.to_string()))?;
         let span = raw.span();
         let price = build_model(ctx, &path, span, raw.into_inner(), verified.as_deref())?;
         out.push((model_id, Arc::new(price)));
@@ -640,14 +654,32 @@ fn build_model(
     let present: [(&str, Option<Range<usize>>); 21] = [
         ("price", raw.price.as_ref().map(|v| v.span())),
         ("variants", raw.variants.as_ref().map(|v| v.span())),
-        ("quantity_rounding", raw.quantity_rounding.as_ref().map(|v| v.span())),
+        (
+            "quantity_rounding",
+            raw.quantity_rounding.as_ref().map(|v| v.span()),
+        ),
         ("default_quality", raw.default_quality.as_ref().map(|v| v.span())),
-        ("text_in_per_million", raw.text_in_per_million.as_ref().map(|v| v.span())),
-        ("image_in_per_million", raw.image_in_per_million.as_ref().map(|v| v.span())),
-        ("image_out_per_million", raw.image_out_per_million.as_ref().map(|v| v.span())),
+        (
+            "text_in_per_million",
+            raw.text_in_per_million.as_ref().map(|v| v.span()),
+        ),
+        (
+            "image_in_per_million",
+            raw.image_in_per_million.as_ref().map(|v| v.span()),
+        ),
+        (
+            "image_out_per_million",
+            raw.image_out_per_million.as_ref().map(|v| v.span()),
+        ),
         ("output_tokens", raw.output_tokens.as_ref().map(|v| v.span())),
-        ("chars_per_text_token", raw.chars_per_text_token.as_ref().map(|v| v.span())),
-        ("image_tokens_per_reference", raw.image_tokens_per_reference.as_ref().map(|v| v.span())),
+        (
+            "chars_per_text_token",
+            raw.chars_per_text_token.as_ref().map(|v| v.span()),
+        ),
+        (
+            "image_tokens_per_reference",
+            raw.image_tokens_per_reference.as_ref().map(|v| v.span()),
+        ),
         ("base_price", raw.base_price.as_ref().map(|v| v.span())),
         ("base_steps", raw.base_steps.as_ref().map(|v| v.span())),
         ("base_width", raw.base_width.as_ref().map(|v| v.span())),
@@ -658,7 +690,10 @@ fn build_model(
         ("first_price", raw.first_price.as_ref().map(|v| v.span())),
         ("extra_price", raw.extra_price.as_ref().map(|v| v.span())),
         ("unit", raw.unit.as_ref().map(|v| v.span())),
-        ("estimated_seconds", raw.estimated_seconds.as_ref().map(|v| v.span())),
+        (
+            "estimated_seconds",
+            raw.estimated_seconds.as_ref().map(|v| v.span()),
+        ),
     ];
     let allowed: &[&str] = match kind {
         "per_output" | "fixed" => &["price", "variants", "default_quality"],
@@ -892,8 +927,16 @@ fn build_model(
     if let Some(m) = &raw.multipliers {
         let m = m.get_ref();
         let mk = |k: &str| format!("{path}.multipliers.{k}");
-        mods.control = m.control.as_ref().map(|n| non_negative(ctx, n, &mk("control"))).transpose()?;
-        mods.audio = m.audio.as_ref().map(|n| non_negative(ctx, n, &mk("audio"))).transpose()?;
+        mods.control = m
+            .control
+            .as_ref()
+            .map(|n| non_negative(ctx, n, &mk("control")))
+            .transpose()?;
+        mods.audio = m
+            .audio
+            .as_ref()
+            .map(|n| non_negative(ctx, n, &mk("audio")))
+            .transpose()?;
         mods.per_reference = m
             .per_reference
             .as_ref()

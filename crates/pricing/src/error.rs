@@ -70,7 +70,7 @@ pub enum PricingError {
         target: ModelRef,
     },
     /// The model's rule cannot price this kind of job (or lacks what the job needs).
-    #[error("the {rule} rule of {target} does not apply to a {operation} job: {reason}")]
+    #[error("the {rule} rule of {target} does not apply to this {operation} job: {reason}")]
     RuleDoesNotApply {
         /// The model.
         target: ModelRef,

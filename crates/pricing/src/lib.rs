@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 
-pub mod builtin;
 mod book;
+pub mod builtin;
 mod catalog;
 mod error;
 mod rule;

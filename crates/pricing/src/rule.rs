@@ -98,7 +98,7 @@ impl Variant {
 }
 
 impl Priced {
-    fn select<S: Sink>(&self, facts: &Facts<'_>, unit: &str, sink: &mut S) -> R<Decimal> {
+    fn select<S: Sink>(&self, facts: &Facts<'_>, cur: &str, unit: &str, sink: &mut S) -> R<Decimal> {
         for v in &self.variants {
             if let Some(q) = &v.quality
                 && facts.quality != Some(q.as_str())
@@ -116,12 +116,18 @@ impl Priced {
                     _ => continue,
                 }
             }
-            sink.note(|| format!("price {} per {unit} (variant: {})", num(v.price), v.describe()));
+            sink.note(|| {
+                format!(
+                    "price {} {cur} per {unit} (variant: {})",
+                    num(v.price),
+                    v.describe()
+                )
+            });
             return Ok(v.price);
         }
         match self.base {
             Some(p) => {
-                sink.note(|| format!("price {} per {unit}", num(p)));
+                sink.note(|| format!("price {} {cur} per {unit}", num(p)));
                 Ok(p)
             }
             None => na(format!(
@@ -308,7 +314,14 @@ fn round_q<S: Sink>(q: Decimal, r: Option<Rounding>, what: &str, sink: &mut S) -
         Some(r) => {
             let out = r.apply(q);
             if out != q {
-                sink.note(|| format!("{} {what} rounded {} → {} {what}", num(q), rounding_text(r), num(out)));
+                sink.note(|| {
+                    format!(
+                        "{} {what} rounded {} → {} {what}",
+                        num(q),
+                        rounding_text(r),
+                        num(out)
+                    )
+                });
             }
             out
         }
@@ -339,7 +352,11 @@ fn need_size(f: &Facts<'_>) -> R<(u32, u32)> {
 }
 
 fn plural(n: u32, word: &str) -> String {
-    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 impl Rule {
@@ -355,31 +372,64 @@ impl Rule {
         let count = Decimal::from(f.count);
         match self {
             Rule::PerOutput(p) => {
-                let price = p.select(f, "output", sink)?;
+                let price = p.select(f, cur, "output", sink)?;
                 if let Some(units) = usage.and_then(|u| u.billable_units) {
                     let a = mul(price, units)?;
-                    sink.step(|| format!("provider reported {} billable outputs × {} {cur}", num(units), num(price)), a);
+                    sink.step(
+                        || {
+                            format!(
+                                "provider reported {} billable outputs × {} {cur}",
+                                num(units),
+                                num(price)
+                            )
+                        },
+                        a,
+                    );
                     return Ok((a, true));
                 }
                 let a = mul(price, count)?;
-                sink.step(|| format!("{} × {} {cur}", plural(f.count, "output"), num(price)), a);
+                sink.step(
+                    || format!("{} × {} {cur}", plural(f.count, "output"), num(price)),
+                    a,
+                );
                 Ok((a, false))
             }
             Rule::Fixed(p) => {
-                let price = p.select(f, "call", sink)?;
-                sink.step(|| "fixed price per call (independent of count)".to_string(), price);
+                let price = p.select(f, cur, "call", sink)?;
+                sink.step(
+                    || "fixed price per call (independent of count)".to_string(),
+                    price,
+                );
                 Ok((price, false))
             }
-            Rule::PerMegapixel { price, quantity_rounding } => {
-                let p = price.select(f, "MP", sink)?;
+            Rule::PerMegapixel {
+                price,
+                quantity_rounding,
+            } => {
+                let p = price.select(f, cur, "MP", sink)?;
                 if let Some(units) = usage.and_then(|u| u.billable_units) {
                     let a = mul(p, units)?;
-                    sink.step(|| format!("provider reported {} billable MP × {} {cur}/MP", num(units), num(p)), a);
+                    sink.step(
+                        || {
+                            format!(
+                                "provider reported {} billable MP × {} {cur}/MP",
+                                num(units),
+                                num(p)
+                            )
+                        },
+                        a,
+                    );
                     return Ok((a, true));
                 }
                 let (w, h) = need_size(f)?;
                 let mp = megapixels(w, h);
-                sink.note(|| format!("{w}x{h} = {} px = {} MP per output", u64::from(w) * u64::from(h), num(mp)));
+                sink.note(|| {
+                    format!(
+                        "{w}x{h} = {} px = {} MP per output",
+                        u64::from(w) * u64::from(h),
+                        num(mp)
+                    )
+                });
                 let mp = round_q(mp, *quantity_rounding, "MP", sink);
                 let per = mul(mp, p)?;
                 sink.step(|| format!("{} MP × {} {cur}/MP per output", num(mp), num(p)), per);
@@ -389,8 +439,11 @@ impl Rule {
                 }
                 Ok((a, false))
             }
-            Rule::PerSecond { price, quantity_rounding } => {
-                let p = price.select(f, "second", sink)?;
+            Rule::PerSecond {
+                price,
+                quantity_rounding,
+            } => {
+                let p = price.select(f, cur, "second", sink)?;
                 let reported = usage.and_then(|u| u.output_seconds.or(u.billable_units));
                 let (secs, rep) = match reported {
                     Some(s) => {
@@ -407,8 +460,11 @@ impl Rule {
                 sink.step(|| format!("{} s × {} {cur}/s", num(secs), num(p)), a);
                 Ok((a, rep))
             }
-            Rule::PerKCharacters { price, quantity_rounding } => {
-                let p = price.select(f, "1K characters", sink)?;
+            Rule::PerKCharacters {
+                price,
+                quantity_rounding,
+            } => {
+                let p = price.select(f, cur, "1K characters", sink)?;
                 let reported = usage.and_then(|u| u.characters.map(Decimal::from).or(u.billable_units));
                 let (chars, rep) = match (reported, f.job) {
                     (Some(c), _) => {
@@ -423,13 +479,20 @@ impl Rule {
                     _ => return na("the job has no text to speak"),
                 };
                 let k = div(chars, Decimal::from(1000))?;
-                let k = if rep { k } else { round_q(k, *quantity_rounding, "K characters", sink) };
+                let k = if rep {
+                    k
+                } else {
+                    round_q(k, *quantity_rounding, "K characters", sink)
+                };
                 let a = mul(k, p)?;
                 sink.step(|| format!("{} K characters × {} {cur}/1K", num(k), num(p)), a);
                 Ok((a, rep))
             }
-            Rule::PerComputeSecond { price, estimated_seconds } => {
-                let p = price.select(f, "compute second", sink)?;
+            Rule::PerComputeSecond {
+                price,
+                estimated_seconds,
+            } => {
+                let p = price.select(f, cur, "compute second", sink)?;
                 let (secs, rep) = match usage.and_then(|u| u.compute_seconds.or(u.billable_units)) {
                     Some(s) => (s, true),
                     None => (*estimated_seconds, false),
@@ -463,9 +526,16 @@ impl Rule {
                         let image = u.input_image_tokens.unwrap_or(0);
                         let text = u.input_tokens.unwrap_or(0).saturating_sub(image);
                         sink.note(|| {
-                            format!("provider reported {text} text-in, {image} image-in, {out} image-out tokens")
+                            format!(
+                                "provider reported {text} text-in, {image} image-in, {out} image-out tokens"
+                            )
                         });
-                        (Decimal::from(text), Decimal::from(image), Decimal::from(out), true)
+                        (
+                            Decimal::from(text),
+                            Decimal::from(image),
+                            Decimal::from(out),
+                            true,
+                        )
                     }
                     None => {
                         if !matches!(f.job, Job::Image(_) | Job::Edit(_)) {
@@ -518,7 +588,14 @@ impl Rule {
                     let part = div(mul(tokens, price)?, million)?;
                     total = total.checked_add(part).ok_or(Fail::Overflow)?;
                     sink.step(
-                        || format!("+ {} {what} tokens × {} {cur}/1M = {}", num(tokens), num(price), num(part)),
+                        || {
+                            format!(
+                                "+ {} {what} tokens × {} {cur}/1M = {}",
+                                num(tokens),
+                                num(price),
+                                num(part)
+                            )
+                        },
                         total,
                     );
                 }
@@ -537,7 +614,9 @@ impl Rule {
                     Job::Edit(e) if matches!(e.op(), EditOp::Img2Img { .. } | EditOp::Inpaint { .. }) => {
                         (None, need_size(f)?)
                     }
-                    _ => return na("steps × resolution tables price image generations (and img2img/inpaint)"),
+                    _ => {
+                        return na("steps × resolution tables price image generations (and img2img/inpaint)");
+                    }
                 };
                 let steps = steps.unwrap_or(*default_steps);
                 let (w, h) = size;
@@ -553,10 +632,10 @@ impl Rule {
                 sink.step(
                     || {
                         format!(
-                            "{} {cur} × {steps}/{base_steps} steps × ({w}x{h} / {} px)^{pixel_exponent} = {}",
+                            "{} {cur} × {steps}/{base_steps} steps × ({w}x{h} = {} px / {} px)^{pixel_exponent}",
                             num(*base_price),
-                            base_pixels,
-                            num(unit)
+                            u64::from(w) * u64::from(h),
+                            base_pixels
                         )
                     },
                     unit,
@@ -564,7 +643,10 @@ impl Rule {
                 let unit = match table_rounding {
                     Some(r) => {
                         let out = r.apply(unit);
-                        sink.step(|| format!("table price per output, rounded {}", rounding_text(*r)), out);
+                        sink.step(
+                            || format!("table price per output, rounded {}", rounding_text(*r)),
+                            out,
+                        );
                         out
                     }
                     None => unit,
@@ -607,7 +689,11 @@ impl Rule {
                         _ => return na("the job has no text to speak"),
                     },
                 };
-                let extra_units = if q > Decimal::ONE { q - Decimal::ONE } else { Decimal::ZERO };
+                let extra_units = if q > Decimal::ONE {
+                    q - Decimal::ONE
+                } else {
+                    Decimal::ZERO
+                };
                 let one = mul(extra_units, *extra)?
                     .checked_add(*first)
                     .ok_or(Fail::Overflow)?;

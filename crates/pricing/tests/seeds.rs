@@ -24,7 +24,12 @@ fn legacy() -> PriceBook {
 }
 
 fn image(w: u32, h: u32, steps: u32) -> Job {
-    ImageJobSpec::new("a castle").size(w, h).steps(steps).build().unwrap().into()
+    ImageJobSpec::new("a castle")
+        .size(w, h)
+        .steps(steps)
+        .build()
+        .unwrap()
+        .into()
 }
 
 const STEPS: [u32; 4] = [30, 50, 100, 150];
@@ -58,7 +63,10 @@ fn check_table(book: &PriceBook, model: &str, width: u32, heights: [u32; 8], tab
             let want = Money::usd(Decimal::new(table[si][hi], 3));
             assert_eq!(q.cost, want, "{model} {steps} steps {width}x{h}\n{}", q.explain());
             // The fast path agrees with the explained one.
-            assert_eq!(book.quote_amount(&t, &image(width, *h, *steps)).unwrap().cost, want);
+            assert_eq!(
+                book.quote_amount(&t, &image(width, *h, *steps)).unwrap().cost,
+                want
+            );
             checked += 1;
         }
     }
@@ -76,10 +84,15 @@ fn every_cell_of_the_sd15_and_sdxl_tables() {
 #[test]
 fn the_midpoint_cell_rounds_half_up() {
     // 0.032 × 150/30 × (1024·1408 / 1024²)² = 0.3025 exactly: half-up gives 0.303 (banker's would give 0.302).
-    let q = legacy().quote(&target("scenario", "sdxl"), &image(1024, 1408, 150)).unwrap();
+    let q = legacy()
+        .quote(&target("scenario", "sdxl"), &image(1024, 1408, 150))
+        .unwrap();
     assert_eq!(q.cost.amount(), d("0.303"));
     let text = q.explain();
-    assert!(text.contains("= 0.3025"), "{text}");
+    assert!(
+        text.contains("(1024x1408 = 1441792 px / 1048576 px)^2 → 0.3025 USD"),
+        "{text}"
+    );
     assert!(text.contains("half-up to 3 decimal places → 0.303 USD"), "{text}");
 }
 
@@ -101,7 +114,9 @@ fn composition_control_multiplies_by_1_2() {
         .steps(30)
         .control(Control {
             kind: "composition".into(),
-            input: MediaInput::Url { url: "https://x/c.png".into() },
+            input: MediaInput::Url {
+                url: "https://x/c.png".into(),
+            },
             strength: None,
         })
         .build()
@@ -110,14 +125,23 @@ fn composition_control_multiplies_by_1_2() {
     let q = book.quote(&target("scenario", "sdxl"), &job).unwrap();
     // 0.032 × 1.2 = 0.0384 → 0.038 (half-up at $0.001)
     assert_eq!(q.cost.amount(), d("0.038"));
-    assert!(q.explain().contains("composition control × 1.2"), "{}", q.explain());
+    assert!(
+        q.explain().contains("composition control × 1.2"),
+        "{}",
+        q.explain()
+    );
 }
 
 fn edit(op: EditOp) -> Job {
-    EditJobSpec::new(op, MediaInput::Url { url: "https://x/a.png".into() })
-        .build()
-        .unwrap()
-        .into()
+    EditJobSpec::new(
+        op,
+        MediaInput::Url {
+            url: "https://x/a.png".into(),
+        },
+    )
+    .build()
+    .unwrap()
+    .into()
 }
 
 #[test]
@@ -146,20 +170,35 @@ fn seed_002_equivalences_5000_cu() {
     let book = PriceBook::with_builtin().unwrap();
     let budget = d("5000");
     // 1,000 SDXL images (defaults: 30 steps, 1024x1024)
-    let sdxl = book.quote(&target("scenario", "sdxl"), &image(1024, 1024, 30)).unwrap();
+    let sdxl = book
+        .quote(&target("scenario", "sdxl"), &image(1024, 1024, 30))
+        .unwrap();
     assert_eq!(sdxl.cost.currency(), &Currency::Cu);
     assert_eq!(budget / sdxl.cost.amount(), d("1000"));
     // 500 upscales
     let up = book
-        .quote(&target("scenario", "upscale"), &edit(EditOp::Upscale { factor: d("2") }))
+        .quote(
+            &target("scenario", "upscale"),
+            &edit(EditOp::Upscale { factor: d("2") }),
+        )
         .unwrap();
     assert_eq!(budget / up.cost.amount(), d("500"));
     // 1,000 vectors
-    let vec = book.quote(&target("scenario", "vectorize"), &edit(EditOp::Vectorize)).unwrap();
+    let vec = book
+        .quote(&target("scenario", "vectorize"), &edit(EditOp::Vectorize))
+        .unwrap();
     assert_eq!(budget / vec.cost.amount(), d("1000"));
     // A batch of 1,000 SDXL images costs exactly the 5,000 CU.
-    let batch: Job = ImageJobSpec::new("x").size(1024, 1024).count(1000).build().unwrap().into();
-    assert_eq!(book.quote(&target("scenario", "sdxl"), &batch).unwrap().cost, Money::cu(budget));
+    let batch: Job = ImageJobSpec::new("x")
+        .size(1024, 1024)
+        .count(1000)
+        .build()
+        .unwrap()
+        .into();
+    assert_eq!(
+        book.quote(&target("scenario", "sdxl"), &batch).unwrap().cost,
+        Money::cu(budget)
+    );
 }
 
 #[test]
@@ -167,7 +206,9 @@ fn default_conversion_is_derived_from_seeds_001_and_002() {
     // $0.032 (seed 001) = 5 CU (seed 002)
     let book = PriceBook::with_builtin().unwrap();
     assert_eq!(book.to_cu(&Money::usd(d("0.032"))).unwrap(), Money::cu(d("5")));
-    let legacy_q = legacy().quote(&target("scenario", "sdxl"), &image(1024, 1024, 30)).unwrap();
+    let legacy_q = legacy()
+        .quote(&target("scenario", "sdxl"), &image(1024, 1024, 30))
+        .unwrap();
     assert_eq!(legacy_q.cost_cu, Some(Money::cu(d("5"))));
 }
 
@@ -220,12 +261,18 @@ fn builtin_catalogs_price_exactly_the_shared_model_ids() {
                 "music_v1",
             ],
         ),
-        ("runway", &["gen4_turbo", "gen4.5", "veo3", "veo3.1_fast", "gen4_image"]),
+        (
+            "runway",
+            &["gen4_turbo", "gen4.5", "veo3", "veo3.1_fast", "gen4_image"],
+        ),
     ];
     let catalogs = builtin::catalogs().unwrap();
     assert_eq!(catalogs.len(), 6);
     for (provider, models) in expected {
-        let cat = catalogs.iter().find(|c| c.provider().as_str() == *provider).unwrap();
+        let cat = catalogs
+            .iter()
+            .find(|c| c.provider().as_str() == *provider)
+            .unwrap();
         let mut got: Vec<&str> = cat.model_ids().iter().map(|m| m.as_str()).collect();
         let mut want: Vec<&str> = models.to_vec();
         got.sort_unstable();
