@@ -1,2 +1,59 @@
-//! Quote throughput (placeholder, replaced below).
-fn main() {}
+//! Quote throughput: a flat rule (per output) and the steps × resolution table rule, each through the fast
+//! path (`quote_amount`, no explanation) and the full path (`quote`, with explanation lines).
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use genroute_core::{ImageJobSpec, Job, ModelId, ModelRef, ProviderId};
+use genroute_pricing::PriceBook;
+
+fn target(p: &str, m: &str) -> Result<ModelRef, Box<dyn std::error::Error>> {
+    Ok(ModelRef::new(ProviderId::new(p)?, ModelId::new(m)?))
+}
+
+fn setup() -> Result<(PriceBook, PriceBook, Job, ModelRef, ModelRef), Box<dyn std::error::Error>> {
+    let book = PriceBook::with_builtin()?;
+    let legacy = PriceBook::builtin_builder()?
+        .select_catalog(ProviderId::new("scenario")?, "legacy_usd")
+        .build()?;
+    let job: Job = ImageJobSpec::new("a lighthouse at dusk")
+        .size(1024, 1408)
+        .steps(50)
+        .count(2)
+        .build()?
+        .into();
+    Ok((
+        book,
+        legacy,
+        job,
+        target("replicate", "black-forest-labs/flux-1.1-pro")?,
+        target("scenario", "sdxl")?,
+    ))
+}
+
+fn bench(c: &mut Criterion) {
+    let Ok((book, legacy, job, flat, table)) = setup() else {
+        return;
+    };
+    let mut g = c.benchmark_group("quote");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("flat/quote_amount", |b| {
+        b.iter(|| book.quote_amount(black_box(&flat), black_box(&job)))
+    });
+    g.bench_function("flat/quote_explained", |b| {
+        b.iter(|| book.quote(black_box(&flat), black_box(&job)))
+    });
+    g.bench_function("table_usd/quote_amount", |b| {
+        b.iter(|| legacy.quote_amount(black_box(&table), black_box(&job)))
+    });
+    g.bench_function("table_usd/quote_explained", |b| {
+        b.iter(|| legacy.quote(black_box(&table), black_box(&job)))
+    });
+    g.bench_function("table_cu/quote_amount", |b| {
+        b.iter(|| book.quote_amount(black_box(&table), black_box(&job)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
