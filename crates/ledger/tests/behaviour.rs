@@ -1,0 +1,57 @@
+//! One behaviour suite, instantiated for every backend.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Made;
+use genroute_ledger::{Ledger, ManualClock, MemoryLedger, RefillHook};
+
+macro_rules! behaviour_suite {
+    ($backend:ident, $make:path) => {
+        mod $backend {
+            use super::common;
+
+            macro_rules! scenario {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $name() {
+                        common::$name(&$make).await;
+                    }
+                };
+            }
+
+            scenario!(reserve_settle_touches_every_scope);
+            scenario!(denial_names_scope_and_holds_nothing);
+            scenario!(concurrent_reservations_fill_cap_exactly);
+            scenario!(idempotent_replay);
+            scenario!(period_rollover_renews_without_rollover);
+            scenario!(day_31_anchoring);
+            scenario!(upgrade_restarts_period);
+            scenario!(downgrade_waits_for_reset);
+            scenario!(spend_draws_earliest_expiring_first);
+            scenario!(funds_vanish_at_expiry);
+            scenario!(auto_refill_respects_threshold_and_limit);
+            scenario!(default_caps_apply_to_members_and_keys);
+            scenario!(usage_status_amber_and_red);
+            scenario!(overrun_is_recorded_and_flagged);
+            scenario!(holds_expire_after_ttl_and_extend);
+            scenario!(release_frees_and_closes);
+            scenario!(amounts_must_be_cu_and_teams_known);
+            scenario!(team_cap_limits_period_spend);
+        }
+    };
+}
+
+fn make_memory(clock: Arc<ManualClock>, hook: Option<Arc<dyn RefillHook>>) -> Made {
+    Box::pin(async move {
+        let mut l = MemoryLedger::with_clock(clock);
+        if let Some(h) = hook {
+            l = l.with_refill_hook(h);
+        }
+        Some(Arc::new(l) as Arc<dyn Ledger>)
+    })
+}
+
+behaviour_suite!(memory, super::make_memory);
