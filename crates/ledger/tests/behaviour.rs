@@ -6,7 +6,9 @@ mod common;
 use std::sync::Arc;
 
 use common::Made;
-use genroute_ledger::{Ledger, ManualClock, MemoryLedger, RefillHook};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use genroute_ledger::{Ledger, ManualClock, MemoryLedger, RefillHook, SqliteLedger, SqliteOptions};
 
 macro_rules! behaviour_suite {
     ($backend:ident, $make:path) => {
@@ -55,3 +57,29 @@ fn make_memory(clock: Arc<ManualClock>, hook: Option<Arc<dyn RefillHook>>) -> Ma
 }
 
 behaviour_suite!(memory, super::make_memory);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh file per test under Cargo's per-target temporary directory.
+pub fn temp_db(name: &str) -> std::path::PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let p = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ledger-{name}-{}-{n}.db", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+    }
+    p
+}
+
+fn make_sqlite(clock: Arc<ManualClock>, hook: Option<Arc<dyn RefillHook>>) -> Made {
+    Box::pin(async move {
+        let path = temp_db("behaviour");
+        let mut l = SqliteLedger::open_with(&path, SqliteOptions::default(), clock).unwrap();
+        if let Some(h) = hook {
+            l = l.with_refill_hook(h);
+        }
+        Some(Arc::new(l) as Arc<dyn Ledger>)
+    })
+}
+
+behaviour_suite!(sqlite, super::make_sqlite);
