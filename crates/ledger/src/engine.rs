@@ -26,8 +26,12 @@ pub trait Ledger: Send + Sync + Debug {
     /// Creates a team with its plan; its first period starts on the last reset at or before now.
     async fn create_team(&self, config: &TeamConfig) -> Result<(), LedgerError>;
     /// Changes the plan allowance: an upgrade restarts the period now, a downgrade waits for the reset.
-    async fn change_plan(&self, team: &TeamId, allowance: &Money, change: PlanChange)
-    -> Result<(), LedgerError>;
+    async fn change_plan(
+        &self,
+        team: &TeamId,
+        allowance: &Money,
+        change: PlanChange,
+    ) -> Result<(), LedgerError>;
     /// Upgrades the plan: the period restarts today with the new allowance in full.
     async fn upgrade(&self, team: &TeamId, allowance: &Money) -> Result<(), LedgerError> {
         self.change_plan(team, allowance, PlanChange::Upgrade).await
@@ -167,10 +171,15 @@ impl<B: Backend> Engine<B> {
         allowance: &Money,
         change: PlanChange,
     ) -> Result<(), LedgerError> {
-        self.unit(Op::ChangePlan(team.clone(), allowance.clone(), change)).await
+        self.unit(Op::ChangePlan(team.clone(), allowance.clone(), change))
+            .await
     }
 
-    pub(crate) async fn set_default_cap(&self, team: &TeamId, cap: Option<&Money>) -> Result<(), LedgerError> {
+    pub(crate) async fn set_default_cap(
+        &self,
+        team: &TeamId,
+        cap: Option<&Money>,
+    ) -> Result<(), LedgerError> {
         self.unit(Op::SetDefaultCap(team.clone(), cap.cloned())).await
     }
 
@@ -295,7 +304,10 @@ macro_rules! forward_ledger {
             ) -> Result<(), $crate::LedgerError> {
                 self.engine.set_auto_refill(team, refill).await
             }
-            async fn reserve(&self, req: &$crate::ReserveRequest) -> Result<$crate::Hold, $crate::LedgerError> {
+            async fn reserve(
+                &self,
+                req: &$crate::ReserveRequest,
+            ) -> Result<$crate::Hold, $crate::LedgerError> {
                 self.engine.reserve(req).await
             }
             async fn settle(

@@ -459,7 +459,8 @@ impl Book {
     /// Takes `amount` from the funds, earliest-expiring first; returns what could not be covered.
     fn draw(&mut self, amount: Decimal) -> Decimal {
         let mut left = amount;
-        self.funds.sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
+        self.funds
+            .sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
         let mut touched = Vec::new();
         for b in &mut self.funds {
             if left <= Decimal::ZERO {
@@ -489,7 +490,8 @@ impl Book {
     }
 
     fn remove_funds(&mut self, pred: impl Fn(&Batch) -> bool, at: Option<DateTime<Utc>>) {
-        let (gone, keep): (Vec<Batch>, Vec<Batch>) = std::mem::take(&mut self.funds).into_iter().partition(pred);
+        let (gone, keep): (Vec<Batch>, Vec<Batch>) =
+            std::mem::take(&mut self.funds).into_iter().partition(pred);
         self.funds = keep;
         for b in gone {
             if b.remaining > Decimal::ZERO {
@@ -532,7 +534,11 @@ impl Book {
             self.grant_plan(start);
         }
         self.expire_holds(now);
-        if self.funds.iter().any(|b| b.expires_at <= now || b.remaining <= Decimal::ZERO) {
+        if self
+            .funds
+            .iter()
+            .any(|b| b.expires_at <= now || b.remaining <= Decimal::ZERO)
+        {
             self.remove_funds(|b| b.expires_at <= now || b.remaining <= Decimal::ZERO, None);
         }
     }
@@ -593,7 +599,10 @@ impl Book {
         let amount = cu(&req.amount)?;
         if let Some(key) = self.idem.get(&req.idempotency_key) {
             let Some(h) = self.holds.get(key) else {
-                return Err(LedgerError::storage("ledger", "idempotency index points at no hold"));
+                return Err(LedgerError::storage(
+                    "ledger",
+                    "idempotency index points at no hold",
+                ));
             };
             if h.amount != amount {
                 return Err(LedgerError::IdempotencyConflict {
@@ -732,7 +741,15 @@ impl Book {
             now,
         );
         if overrun > Decimal::ZERO {
-            self.entry(caller, EntryKind::Overrun, overrun, Some(id), None, Some(meta), now);
+            self.entry(
+                caller,
+                EntryKind::Overrun,
+                overrun,
+                Some(id),
+                None,
+                Some(meta),
+                now,
+            );
         }
         let h = self.get_hold(&self.hold_id(&key))?;
         Ok(Out::Settlement(self.settlement_out(h, false)))
@@ -761,7 +778,15 @@ impl Book {
             h.state = HoldState::Released;
         }
         self.mark_hold(&id.key);
-        self.entry(caller, EntryKind::Release, amount, Some(id), None, Some(meta), now);
+        self.entry(
+            caller,
+            EntryKind::Release,
+            amount,
+            Some(id),
+            None,
+            Some(meta),
+            now,
+        );
         Ok(Out::Unit)
     }
 
@@ -868,7 +893,11 @@ impl Book {
     }
 
     fn balance(&self) -> Balance {
-        let mut batches: Vec<&Batch> = self.funds.iter().filter(|b| b.remaining > Decimal::ZERO).collect();
+        let mut batches: Vec<&Batch> = self
+            .funds
+            .iter()
+            .filter(|b| b.remaining > Decimal::ZERO)
+            .collect();
         batches.sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
         let team_row = self.scope_view(&team_key());
         Balance {
@@ -920,7 +949,9 @@ fn validate_refill(r: &AutoRefill) -> Result<(), LedgerError> {
     cu(&r.threshold)?;
     cu(&r.amount)?;
     if r.amount.is_zero() {
-        return Err(LedgerError::Invalid("auto-refill amount must be positive".to_owned()));
+        return Err(LedgerError::Invalid(
+            "auto-refill amount must be positive".to_owned(),
+        ));
     }
     Ok(())
 }

@@ -18,8 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use genroute_core::{
-    ApiKeyId, Caller, Decimal, IdempotencyKey, JobId, MemberId, ModelId, Money, ProjectId, ProviderId,
-    TeamId,
+    ApiKeyId, Caller, Decimal, IdempotencyKey, JobId, MemberId, ModelId, Money, ProjectId, ProviderId, TeamId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::oneshot;
@@ -27,7 +26,9 @@ use tokio::sync::oneshot;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Backend, Engine, RefillHook, forward_ledger};
 use crate::error::{HoldState, LedgerError};
-use crate::logic::{Batch, Book, HoldRow, Op, Outcome, ScopeRow, TeamRow, apply, from_ms, hold_scope_keys, ms};
+use crate::logic::{
+    Batch, Book, HoldRow, Op, Outcome, ScopeRow, TeamRow, apply, from_ms, hold_scope_keys, ms,
+};
 use crate::types::{
     AutoRefill, Entry, EntryKind, EntryMeta, FundsKind, HistoryFilter, HoldId, ScopeKey, TeamConfig,
 };
@@ -93,7 +94,8 @@ impl SqliteBackend {
                 .send(make(tx))
                 .map_err(|_| err("the writer thread has stopped"))?;
         }
-        rx.await.map_err(|_| err("the writer thread dropped the request"))?
+        rx.await
+            .map_err(|_| err("the writer thread dropped the request"))?
     }
 }
 
@@ -319,7 +321,12 @@ type Tx<'a> = rusqlite::Transaction<'a>;
 /// Inner result: the outer `Err` is a storage failure (aborts the batch), the inner one the operation's.
 type Step<T> = Result<Result<T, LedgerError>, LedgerError>;
 
-fn create(tx: &Tx<'_>, books: &mut HashMap<TeamId, Loaded>, cfg: &TeamConfig, now: DateTime<Utc>) -> Step<()> {
+fn create(
+    tx: &Tx<'_>,
+    books: &mut HashMap<TeamId, Loaded>,
+    cfg: &TeamConfig,
+    now: DateTime<Utc>,
+) -> Step<()> {
     if books.contains_key(&cfg.team) || load_team(tx, &cfg.team)?.is_some() {
         return Ok(Err(LedgerError::TeamExists(cfg.team.clone())));
     }
@@ -410,7 +417,8 @@ fn run(tx: &Tx<'_>, books: &mut HashMap<TeamId, Loaded>, op: Op, now: DateTime<U
 }
 
 fn dec(s: &str) -> rusqlite::Result<Decimal> {
-    Decimal::from_str(s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    Decimal::from_str(s)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 fn opt_dec(s: Option<String>) -> rusqlite::Result<Option<Decimal>> {
@@ -535,16 +543,24 @@ fn load_due_holds(tx: &Tx<'_>, team: &TeamId, now: DateTime<Utc>) -> Result<Vec<
 
 fn load_hold(tx: &Tx<'_>, team: &TeamId, key: &str) -> Result<Option<HoldRow>, LedgerError> {
     let mut st = tx
-        .prepare_cached(&format!("SELECT {HOLD_COLS} FROM ledger_holds WHERE team = ?1 AND key = ?2"))
+        .prepare_cached(&format!(
+            "SELECT {HOLD_COLS} FROM ledger_holds WHERE team = ?1 AND key = ?2"
+        ))
         .map_err(err)?;
     st.query_row(params![team.as_str(), key], |r| hold_row(team, r))
         .optional()
         .map_err(err)
 }
 
-fn load_hold_by_idem(tx: &Tx<'_>, team: &TeamId, idem: &IdempotencyKey) -> Result<Option<HoldRow>, LedgerError> {
+fn load_hold_by_idem(
+    tx: &Tx<'_>,
+    team: &TeamId,
+    idem: &IdempotencyKey,
+) -> Result<Option<HoldRow>, LedgerError> {
     let mut st = tx
-        .prepare_cached(&format!("SELECT {HOLD_COLS} FROM ledger_holds WHERE team = ?1 AND idem = ?2"))
+        .prepare_cached(&format!(
+            "SELECT {HOLD_COLS} FROM ledger_holds WHERE team = ?1 AND idem = ?2"
+        ))
         .map_err(err)?;
     st.query_row(params![team.as_str(), idem.as_str()], |r| hold_row(team, r))
         .optional()
@@ -553,7 +569,9 @@ fn load_hold_by_idem(tx: &Tx<'_>, team: &TeamId, idem: &IdempotencyKey) -> Resul
 
 fn load_scope(tx: &Tx<'_>, team: &TeamId, k: &ScopeKey) -> Result<Option<ScopeRow>, LedgerError> {
     let mut st = tx
-        .prepare_cached("SELECT cap, used, held, period FROM ledger_scopes WHERE team = ?1 AND kind = ?2 AND id = ?3")
+        .prepare_cached(
+            "SELECT cap, used, held, period FROM ledger_scopes WHERE team = ?1 AND kind = ?2 AND id = ?3",
+        )
         .map_err(err)?;
     st.query_row(params![team.as_str(), k.kind.code(), &*k.id], |r| {
         Ok(ScopeRow {

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use genroute_core::{
-    ApiKeyId, Caller, Decimal, IdempotencyKey, JobId, MemberId, ModelId, Money, ProjectId, ProviderId,
-    TeamId,
+    ApiKeyId, Caller, Decimal, IdempotencyKey, JobId, MemberId, ModelId, Money, ProjectId, ProviderId, TeamId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -75,16 +74,6 @@ impl Scope {
             kind: self.kind(),
             id: Arc::from(self.local_id()),
         }
-    }
-
-    pub(crate) fn from_key(team: &TeamId, key: &ScopeKey) -> Option<Scope> {
-        let team = team.clone();
-        Some(match key.kind {
-            ScopeKind::Team => Scope::Team(team),
-            ScopeKind::Member => Scope::Member(team, MemberId::new(&*key.id).ok()?),
-            ScopeKind::Project => Scope::Project(team, ProjectId::new(&*key.id).ok()?),
-            ScopeKind::ApiKey => Scope::ApiKey(team, ApiKeyId::new(&*key.id).ok()?),
-        })
     }
 }
 

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use common::Made;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use genroute_ledger::{Ledger, ManualClock, MemoryLedger, RefillHook, SqliteLedger, SqliteOptions};
+use genroute_ledger::{
+    Ledger, ManualClock, MemoryLedger, PostgresLedger, PostgresOptions, RefillHook, SqliteLedger,
+    SqliteOptions,
+};
 
 macro_rules! behaviour_suite {
     ($backend:ident, $make:path) => {
@@ -83,3 +86,44 @@ fn make_sqlite(clock: Arc<ManualClock>, hook: Option<Arc<dyn RefillHook>>) -> Ma
 }
 
 behaviour_suite!(sqlite, super::make_sqlite);
+
+/// The test database's URL; `None` (after a notice) when unset outside CI. In CI a missing URL fails.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("GENROUTE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("GENROUTE_TEST_POSTGRES_URL is unset in CI: the PostgreSQL backend must be tested")
+        }
+        _ => {
+            eprintln!("notice: GENROUTE_TEST_POSTGRES_URL unset; skipping a PostgreSQL test");
+            None
+        }
+    }
+}
+
+/// A schema name unique to this test.
+pub fn unique_schema(name: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("t_{name}_{}_{n}_{nanos}", std::process::id())
+}
+
+fn make_postgres(clock: Arc<ManualClock>, hook: Option<Arc<dyn RefillHook>>) -> Made {
+    Box::pin(async move {
+        let url = postgres_url()?;
+        let options = PostgresOptions {
+            schema: Some(unique_schema("b")),
+            ..PostgresOptions::default()
+        };
+        let mut l = PostgresLedger::connect_with(&url, options, clock).await.unwrap();
+        if let Some(h) = hook {
+            l = l.with_refill_hook(h);
+        }
+        Some(Arc::new(l) as Arc<dyn Ledger>)
+    })
+}
+
+behaviour_suite!(postgres, super::make_postgres);

@@ -113,11 +113,18 @@ fn denied(e: LedgerError) -> genroute_ledger::Denial {
 // ---------------------------------------------------------------------------------------------------
 
 pub async fn reserve_settle_touches_every_scope(m: &dyn Maker) {
-    let Some((l, _)) = setup(m, "1000").await else { return };
+    let Some((l, _)) = setup(m, "1000").await else {
+        return;
+    };
     let c = full_caller("t");
     let h = l.reserve(&req(&c, "40", "a")).await.unwrap();
     assert!(!h.replayed);
-    for s in [Scope::Team(team("t")), member("t", "alice"), project("t", "p1"), key("t", "k1")] {
+    for s in [
+        Scope::Team(team("t")),
+        member("t", "alice"),
+        project("t", "p1"),
+        key("t", "k1"),
+    ] {
         let u = l.usage(&s).await.unwrap();
         assert_eq!(u.held, cu("40"), "{s}");
         assert_eq!(u.used, cu("0"), "{s}");
@@ -126,7 +133,12 @@ pub async fn reserve_settle_touches_every_scope(m: &dyn Maker) {
     let s = l.settle(&h.id, &cu("25.5")).await.unwrap();
     assert_eq!(s.charged, cu("25.5"));
     assert_eq!(s.overrun, None);
-    for sc in [Scope::Team(team("t")), member("t", "alice"), project("t", "p1"), key("t", "k1")] {
+    for sc in [
+        Scope::Team(team("t")),
+        member("t", "alice"),
+        project("t", "p1"),
+        key("t", "k1"),
+    ] {
         let u = l.usage(&sc).await.unwrap();
         assert_eq!(u.held, cu("0"), "{sc}");
         assert_eq!(u.used, cu("25.5"), "{sc}");
@@ -134,21 +146,37 @@ pub async fn reserve_settle_touches_every_scope(m: &dyn Maker) {
     let b = l.balance(&team("t")).await.unwrap();
     assert_eq!(b.available, cu("974.5"));
     assert_eq!(b.funds, cu("974.5"));
-    let hist = l.history(&HistoryFilter::scope(member("t", "alice"))).await.unwrap();
+    let hist = l
+        .history(&HistoryFilter::scope(member("t", "alice")))
+        .await
+        .unwrap();
     let kinds: Vec<EntryKind> = hist.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, vec![EntryKind::Reserve, EntryKind::Settle]);
     assert_eq!(hist[1].amount, cu("25.5"));
     let m = hist[1].meta.as_ref().unwrap();
-    assert_eq!((m.job_id.as_str(), m.attempt, m.provider.as_str()), ("job-a", 1, "fal"));
+    assert_eq!(
+        (m.job_id.as_str(), m.attempt, m.provider.as_str()),
+        ("job-a", 1, "fal")
+    );
     // A member never involved has no entries; the team sees its allowance grant too.
-    assert!(l.history(&HistoryFilter::scope(member("t", "bob"))).await.unwrap().is_empty());
-    let team_hist = l.history(&HistoryFilter::scope(Scope::Team(team("t")))).await.unwrap();
+    assert!(
+        l.history(&HistoryFilter::scope(member("t", "bob")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let team_hist = l
+        .history(&HistoryFilter::scope(Scope::Team(team("t"))))
+        .await
+        .unwrap();
     assert_eq!(team_hist[0].kind, EntryKind::Allowance);
     assert_eq!(team_hist.len(), 3);
 }
 
 pub async fn denial_names_scope_and_holds_nothing(m: &dyn Maker) {
-    let Some((l, _)) = setup(m, "1000").await else { return };
+    let Some((l, _)) = setup(m, "1000").await else {
+        return;
+    };
     l.set_cap(&project("t", "p1"), &cu("30")).await.unwrap();
     let c = full_caller("t");
     l.reserve(&req(&c, "20", "a")).await.unwrap();
@@ -158,7 +186,12 @@ pub async fn denial_names_scope_and_holds_nothing(m: &dyn Maker) {
     assert_eq!(d.remaining, cu("10"));
     assert_eq!(d.cap, Some(cu("30")));
     // All-or-nothing: no scope holds the refused 15.
-    for s in [Scope::Team(team("t")), member("t", "alice"), project("t", "p1"), key("t", "k1")] {
+    for s in [
+        Scope::Team(team("t")),
+        member("t", "alice"),
+        project("t", "p1"),
+        key("t", "k1"),
+    ] {
         assert_eq!(l.usage(&s).await.unwrap().held, cu("20"), "{s}");
     }
     // The pool refuses when the team runs dry.
@@ -180,7 +213,9 @@ pub async fn denial_names_scope_and_holds_nothing(m: &dyn Maker) {
 
 /// 64 concurrent tasks against one cap: admitted × amount ≤ cap and admitted = ⌊cap / amount⌋.
 pub async fn concurrent_reservations_fill_cap_exactly(m: &dyn Maker) {
-    let Some((l, _)) = setup(m, "100000").await else { return };
+    let Some((l, _)) = setup(m, "100000").await else {
+        return;
+    };
     l.set_cap(&member("t", "alice"), &cu("1000")).await.unwrap();
     let c = full_caller("t");
     let mut tasks = Vec::new();
@@ -211,7 +246,9 @@ pub async fn concurrent_reservations_fill_cap_exactly(m: &dyn Maker) {
 }
 
 pub async fn idempotent_replay(m: &dyn Maker) {
-    let Some((l, _)) = setup(m, "1000").await else { return };
+    let Some((l, _)) = setup(m, "1000").await else {
+        return;
+    };
     let c = full_caller("t");
     let a = l.reserve(&req(&c, "10", "same")).await.unwrap();
     let b = l.reserve(&req(&c, "10", "same")).await.unwrap();
@@ -231,15 +268,23 @@ pub async fn idempotent_replay(m: &dyn Maker) {
     assert_eq!(again.id, a.id);
     let u = l.usage(&member("t", "alice")).await.unwrap();
     assert_eq!((u.used, u.held), (cu("8"), cu("0")));
-    let hist = l.history(&HistoryFilter::scope(member("t", "alice"))).await.unwrap();
+    let hist = l
+        .history(&HistoryFilter::scope(member("t", "alice")))
+        .await
+        .unwrap();
     assert_eq!(hist.len(), 2, "one reserve, one settle: {hist:?}");
 }
 
 pub async fn period_rollover_renews_without_rollover(m: &dyn Maker) {
-    let Some((l, clock)) = setup(m, "1000").await else { return };
+    let Some((l, clock)) = setup(m, "1000").await else {
+        return;
+    };
     let c = full_caller("t");
     let b = l.balance(&team("t")).await.unwrap();
-    assert_eq!(b.period_start, Utc.with_ymd_and_hms(2026, 1, 15, 0, 0, 0).unwrap());
+    assert_eq!(
+        b.period_start,
+        Utc.with_ymd_and_hms(2026, 1, 15, 0, 0, 0).unwrap()
+    );
     assert_eq!(b.resets_at, Utc.with_ymd_and_hms(2026, 2, 15, 0, 0, 0).unwrap());
     let h = l.reserve(&req(&c, "300", "a")).await.unwrap();
     l.settle(&h.id, &cu("300")).await.unwrap();
@@ -251,20 +296,30 @@ pub async fn period_rollover_renews_without_rollover(m: &dyn Maker) {
     assert_eq!(b.available, cu("1000"), "no rollover of the unused 700");
     assert_eq!(b.resets_at, Utc.with_ymd_and_hms(2026, 3, 15, 0, 0, 0).unwrap());
     assert_eq!(l.usage(&member("t", "alice")).await.unwrap().used, cu("0"));
-    let hist = l.history(&HistoryFilter::scope(Scope::Team(team("t")))).await.unwrap();
+    let hist = l
+        .history(&HistoryFilter::scope(Scope::Team(team("t"))))
+        .await
+        .unwrap();
     let expire = hist.iter().find(|e| e.kind == EntryKind::Expire).unwrap();
     assert_eq!(expire.amount, cu("700"));
     assert_eq!(hist.iter().filter(|e| e.kind == EntryKind::Allowance).count(), 2);
     // Several periods skipped at once land in the right one.
     clock.set(Utc.with_ymd_and_hms(2026, 6, 20, 0, 0, 0).unwrap());
     let b = l.balance(&team("t")).await.unwrap();
-    assert_eq!(b.period_start, Utc.with_ymd_and_hms(2026, 6, 15, 0, 0, 0).unwrap());
+    assert_eq!(
+        b.period_start,
+        Utc.with_ymd_and_hms(2026, 6, 15, 0, 0, 0).unwrap()
+    );
     assert_eq!(b.available, cu("1000"));
 }
 
 pub async fn day_31_anchoring(m: &dyn Maker) {
-    let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 31, 9, 0, 0).unwrap()));
-    let Some(l) = m.make(clock.clone(), None).await else { return };
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 1, 31, 9, 0, 0).unwrap(),
+    ));
+    let Some(l) = m.make(clock.clone(), None).await else {
+        return;
+    };
     l.create_team(&TeamConfig::new(team("t"), cu("100"), clock.now_pub()))
         .await
         .unwrap();
@@ -289,14 +344,19 @@ impl NowPub for ManualClock {
 }
 
 pub async fn upgrade_restarts_period(m: &dyn Maker) {
-    let Some((l, clock)) = setup(m, "1000").await else { return };
+    let Some((l, clock)) = setup(m, "1000").await else {
+        return;
+    };
     let c = full_caller("t");
     let h = l.reserve(&req(&c, "400", "a")).await.unwrap();
     l.settle(&h.id, &cu("400")).await.unwrap();
     clock.set(Utc.with_ymd_and_hms(2026, 1, 20, 10, 0, 0).unwrap());
     l.upgrade(&team("t"), &cu("5000")).await.unwrap();
     let b = l.balance(&team("t")).await.unwrap();
-    assert_eq!(b.period_start, Utc.with_ymd_and_hms(2026, 1, 20, 10, 0, 0).unwrap());
+    assert_eq!(
+        b.period_start,
+        Utc.with_ymd_and_hms(2026, 1, 20, 10, 0, 0).unwrap()
+    );
     assert_eq!(b.resets_at, Utc.with_ymd_and_hms(2026, 2, 20, 0, 0, 0).unwrap());
     assert_eq!(b.plan_allowance, cu("5000"));
     assert_eq!(b.available, cu("5000"));
@@ -311,7 +371,9 @@ pub async fn upgrade_restarts_period(m: &dyn Maker) {
 }
 
 pub async fn downgrade_waits_for_reset(m: &dyn Maker) {
-    let Some((l, clock)) = setup(m, "1000").await else { return };
+    let Some((l, clock)) = setup(m, "1000").await else {
+        return;
+    };
     clock.set(Utc.with_ymd_and_hms(2026, 1, 20, 0, 0, 0).unwrap());
     l.downgrade(&team("t"), &cu("200")).await.unwrap();
     let b = l.balance(&team("t")).await.unwrap();
@@ -328,14 +390,24 @@ pub async fn downgrade_waits_for_reset(m: &dyn Maker) {
 }
 
 pub async fn spend_draws_earliest_expiring_first(m: &dyn Maker) {
-    let Some((l, _)) = setup(m, "100").await else { return };
+    let Some((l, _)) = setup(m, "100").await else {
+        return;
+    };
     // Plan allowance expires at the period end, 2026-02-15.
     let late = l
-        .top_up(&team("t"), &cu("50"), Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap())
+        .top_up(
+            &team("t"),
+            &cu("50"),
+            Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap(),
+        )
         .await
         .unwrap();
     let early = l
-        .top_up(&team("t"), &cu("30"), Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap())
+        .top_up(
+            &team("t"),
+            &cu("30"),
+            Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap(),
+        )
         .await
         .unwrap();
     let b = l.balance(&team("t")).await.unwrap();
@@ -362,7 +434,9 @@ pub async fn spend_draws_earliest_expiring_first(m: &dyn Maker) {
 }
 
 pub async fn funds_vanish_at_expiry(m: &dyn Maker) {
-    let Some((l, clock)) = setup(m, "100").await else { return };
+    let Some((l, clock)) = setup(m, "100").await else {
+        return;
+    };
     let exp = Utc.with_ymd_and_hms(2026, 1, 20, 0, 0, 0).unwrap();
     let b = l.top_up(&team("t"), &cu("500"), exp).await.unwrap();
     assert_eq!(l.balance(&team("t")).await.unwrap().available, cu("600"));
@@ -373,7 +447,10 @@ pub async fn funds_vanish_at_expiry(m: &dyn Maker) {
     let bal = l.balance(&team("t")).await.unwrap();
     assert_eq!(bal.available, cu("100"));
     assert!(bal.batches.iter().all(|x| x.id != b.id));
-    let hist = l.history(&HistoryFilter::scope(Scope::Team(team("t")))).await.unwrap();
+    let hist = l
+        .history(&HistoryFilter::scope(Scope::Team(team("t"))))
+        .await
+        .unwrap();
     let e = hist
         .iter()
         .find(|e| e.kind == EntryKind::Expire && e.batch.as_deref() == Some(b.id.as_str()))
@@ -408,7 +485,9 @@ impl RefillHook for CountingHook {
 
 pub async fn auto_refill_respects_threshold_and_limit(m: &dyn Maker) {
     let hook = Arc::new(CountingHook::default());
-    let Some((l, clock)) = setup_with(m, "1000", Some(hook.clone())).await else { return };
+    let Some((l, clock)) = setup_with(m, "1000", Some(hook.clone())).await else {
+        return;
+    };
     let refill = AutoRefill {
         threshold: cu("200"),
         amount: cu("500"),
@@ -437,8 +516,14 @@ pub async fn auto_refill_respects_threshold_and_limit(m: &dyn Maker) {
     assert_eq!(hook.calls.load(Ordering::SeqCst), 2);
     assert_eq!(l.balance(&team("t")).await.unwrap().available, cu("150"));
     // A reservation the pool cannot cover is denied (no refill left this period).
-    assert!(matches!(l.reserve(&req(&c, "400", "e")).await, Err(LedgerError::Denied(_))));
-    let hist = l.history(&HistoryFilter::scope(Scope::Team(team("t")))).await.unwrap();
+    assert!(matches!(
+        l.reserve(&req(&c, "400", "e")).await,
+        Err(LedgerError::Denied(_))
+    ));
+    let hist = l
+        .history(&HistoryFilter::scope(Scope::Team(team("t"))))
+        .await
+        .unwrap();
     assert_eq!(hist.iter().filter(|e| e.kind == EntryKind::Refill).count(), 2);
     // Next period: the counter resets; a declined payment adds nothing and gives the slot back.
     clock.set(Utc.with_ymd_and_hms(2026, 2, 15, 0, 0, 0).unwrap());
@@ -457,7 +542,9 @@ pub async fn auto_refill_respects_threshold_and_limit(m: &dyn Maker) {
 }
 
 pub async fn default_caps_apply_to_members_and_keys(m: &dyn Maker) {
-    let Some((l, _)) = setup(m, "1000").await else { return };
+    let Some((l, _)) = setup(m, "1000").await else {
+        return;
+    };
     l.set_default_cap(&team("t"), Some(&cu("50"))).await.unwrap();
     l.set_cap(&member("t", "bob"), &cu("80")).await.unwrap();
     let u = l.usage(&member("t", "alice")).await.unwrap();
@@ -465,7 +552,11 @@ pub async fn default_caps_apply_to_members_and_keys(m: &dyn Maker) {
     assert_eq!(u.remaining, cu("50"));
     let u = l.usage(&member("t", "bob")).await.unwrap();
     assert_eq!((u.cap, u.cap_is_default), (Some(cu("80")), false));
-    assert_eq!(l.usage(&project("t", "p1")).await.unwrap().cap, None, "projects have no default cap");
+    assert_eq!(
+        l.usage(&project("t", "p1")).await.unwrap().cap,
+        None,
+        "projects have no default cap"
+    );
     let alice = Caller::team(team("t")).member(MemberId::new("alice").unwrap());
     let d = denied(l.reserve(&req(&alice, "60", "a")).await.unwrap_err());
     assert_eq!(d.scope, member("t", "alice"));
@@ -483,37 +574,59 @@ pub async fn default_caps_apply_to_members_and_keys(m: &dyn Maker) {
     // Removing bob's own cap falls back to the default.
     l.remove_cap(&member("t", "bob")).await.unwrap();
     let u = l.usage(&member("t", "bob")).await.unwrap();
-    assert_eq!((u.cap, u.remaining, u.status), (Some(cu("50")), cu("0"), UsageStatus::Red));
+    assert_eq!(
+        (u.cap, u.remaining, u.status),
+        (Some(cu("50")), cu("0"), UsageStatus::Red)
+    );
     l.set_default_cap(&team("t"), None).await.unwrap();
     assert_eq!(l.usage(&member("t", "alice")).await.unwrap().cap, None);
 }
 
 pub async fn usage_status_amber_and_red(m: &dyn Maker) {
-    let Some((l, _)) = setup(m, "1000").await else { return };
+    let Some((l, _)) = setup(m, "1000").await else {
+        return;
+    };
     l.set_cap(&member("t", "alice"), &cu("100")).await.unwrap();
     let c = Caller::team(team("t")).member(MemberId::new("alice").unwrap());
     let h = l.reserve(&req(&c, "79", "a")).await.unwrap();
     l.settle(&h.id, &cu("79")).await.unwrap();
-    assert_eq!(l.usage(&member("t", "alice")).await.unwrap().status, UsageStatus::Ok);
+    assert_eq!(
+        l.usage(&member("t", "alice")).await.unwrap().status,
+        UsageStatus::Ok
+    );
     let h = l.reserve(&req(&c, "1", "b")).await.unwrap();
     // Held counts: 80 committed.
-    assert_eq!(l.usage(&member("t", "alice")).await.unwrap().status, UsageStatus::Amber);
+    assert_eq!(
+        l.usage(&member("t", "alice")).await.unwrap().status,
+        UsageStatus::Amber
+    );
     l.settle(&h.id, &cu("1")).await.unwrap();
     let h = l.reserve(&req(&c, "20", "c")).await.unwrap();
     l.settle(&h.id, &cu("20")).await.unwrap();
     let u = l.usage(&member("t", "alice")).await.unwrap();
     assert_eq!((u.status, u.remaining.clone()), (UsageStatus::Red, cu("0")));
     // The team pool: 100 used of 1000 → ok; uncapped members show the team's status.
-    assert_eq!(l.usage(&Scope::Team(team("t"))).await.unwrap().status, UsageStatus::Ok);
+    assert_eq!(
+        l.usage(&Scope::Team(team("t"))).await.unwrap().status,
+        UsageStatus::Ok
+    );
     let bob = Caller::team(team("t")).member(MemberId::new("bob").unwrap());
     let h = l.reserve(&req(&bob, "750", "d")).await.unwrap();
     l.settle(&h.id, &cu("750")).await.unwrap();
-    assert_eq!(l.usage(&Scope::Team(team("t"))).await.unwrap().status, UsageStatus::Amber);
-    assert_eq!(l.usage(&member("t", "bob")).await.unwrap().status, UsageStatus::Amber);
+    assert_eq!(
+        l.usage(&Scope::Team(team("t"))).await.unwrap().status,
+        UsageStatus::Amber
+    );
+    assert_eq!(
+        l.usage(&member("t", "bob")).await.unwrap().status,
+        UsageStatus::Amber
+    );
 }
 
 pub async fn overrun_is_recorded_and_flagged(m: &dyn Maker) {
-    let Some((l, clock)) = setup(m, "100").await else { return };
+    let Some((l, clock)) = setup(m, "100").await else {
+        return;
+    };
     let c = full_caller("t");
     l.set_cap(&member("t", "alice"), &cu("20")).await.unwrap();
     let h = l.reserve(&req(&c, "10", "a")).await.unwrap();
@@ -521,8 +634,15 @@ pub async fn overrun_is_recorded_and_flagged(m: &dyn Maker) {
     assert_eq!(s.overrun, Some(cu("15")));
     assert!(!s.hold_expired);
     let u = l.usage(&member("t", "alice")).await.unwrap();
-    assert_eq!((u.used.clone(), u.status), (cu("25"), UsageStatus::Red), "beyond the cap, recorded");
-    let hist = l.history(&HistoryFilter::scope(member("t", "alice"))).await.unwrap();
+    assert_eq!(
+        (u.used.clone(), u.status),
+        (cu("25"), UsageStatus::Red),
+        "beyond the cap, recorded"
+    );
+    let hist = l
+        .history(&HistoryFilter::scope(member("t", "alice")))
+        .await
+        .unwrap();
     let o = hist.iter().find(|e| e.kind == EntryKind::Overrun).unwrap();
     assert_eq!(o.amount, cu("15"));
     // A bill beyond the pool overdraws the team; the next funds repay it.
@@ -532,9 +652,13 @@ pub async fn overrun_is_recorded_and_flagged(m: &dyn Maker) {
     assert_eq!(s.uncovered, cu("15"));
     let b = l.balance(&team("t")).await.unwrap();
     assert_eq!((b.overdraft.clone(), b.available.clone()), (cu("15"), cu("0")));
-    l.top_up(&team("t"), &cu("40"), Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap())
-        .await
-        .unwrap();
+    l.top_up(
+        &team("t"),
+        &cu("40"),
+        Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap(),
+    )
+    .await
+    .unwrap();
     let b = l.balance(&team("t")).await.unwrap();
     assert_eq!((b.overdraft, b.available), (cu("0"), cu("25")));
     // A charge on an expired hold is recorded in full as overrun.
@@ -548,7 +672,9 @@ pub async fn overrun_is_recorded_and_flagged(m: &dyn Maker) {
 }
 
 pub async fn holds_expire_after_ttl_and_extend(m: &dyn Maker) {
-    let Some((l, clock)) = setup(m, "100").await else { return };
+    let Some((l, clock)) = setup(m, "100").await else {
+        return;
+    };
     let c = full_caller("t");
     let a = l.reserve(&req(&c, "30", "a")).await.unwrap();
     let b = l.reserve(&req(&c, "20", "b")).await.unwrap();
@@ -561,10 +687,16 @@ pub async fn holds_expire_after_ttl_and_extend(m: &dyn Maker) {
     assert_eq!(l.balance(&team("t")).await.unwrap().available, cu("80"));
     assert!(matches!(
         l.extend(&a.id, Duration::from_secs(5)).await.unwrap_err(),
-        LedgerError::HoldClosed { state: HoldState::Expired, .. }
+        LedgerError::HoldClosed {
+            state: HoldState::Expired,
+            ..
+        }
     ));
     l.release(&a.id).await.unwrap(); // no-op
-    let hist = l.history(&HistoryFilter::scope(member("t", "alice"))).await.unwrap();
+    let hist = l
+        .history(&HistoryFilter::scope(member("t", "alice")))
+        .await
+        .unwrap();
     let exp: Vec<_> = hist.iter().filter(|e| e.kind == EntryKind::Expire).collect();
     assert_eq!(exp.len(), 1);
     assert_eq!(exp[0].hold.as_ref(), Some(&a.id));
@@ -574,7 +706,9 @@ pub async fn holds_expire_after_ttl_and_extend(m: &dyn Maker) {
 }
 
 pub async fn release_frees_and_closes(m: &dyn Maker) {
-    let Some((l, _)) = setup(m, "100").await else { return };
+    let Some((l, _)) = setup(m, "100").await else {
+        return;
+    };
     let c = full_caller("t");
     let h = l.reserve(&req(&c, "30", "a")).await.unwrap();
     l.release(&h.id).await.unwrap();
@@ -583,23 +717,34 @@ pub async fn release_frees_and_closes(m: &dyn Maker) {
     assert_eq!(l.balance(&team("t")).await.unwrap().available, cu("100"));
     assert!(matches!(
         l.settle(&h.id, &cu("1")).await.unwrap_err(),
-        LedgerError::HoldClosed { state: HoldState::Released, .. }
+        LedgerError::HoldClosed {
+            state: HoldState::Released,
+            ..
+        }
     ));
     let h2 = l.reserve(&req(&c, "30", "b")).await.unwrap();
     l.settle(&h2.id, &cu("30")).await.unwrap();
     assert!(matches!(
         l.release(&h2.id).await.unwrap_err(),
-        LedgerError::HoldClosed { state: HoldState::Settled, .. }
+        LedgerError::HoldClosed {
+            state: HoldState::Settled,
+            ..
+        }
     ));
     let bogus = genroute_ledger::HoldId {
         team: team("t"),
         key: Arc::from("nope"),
     };
-    assert!(matches!(l.settle(&bogus, &cu("1")).await.unwrap_err(), LedgerError::UnknownHold(_)));
+    assert!(matches!(
+        l.settle(&bogus, &cu("1")).await.unwrap_err(),
+        LedgerError::UnknownHold(_)
+    ));
 }
 
 pub async fn amounts_must_be_cu_and_teams_known(m: &dyn Maker) {
-    let Some((l, _)) = setup(m, "100").await else { return };
+    let Some((l, _)) = setup(m, "100").await else {
+        return;
+    };
     let c = full_caller("t");
     let mut r = req(&c, "1", "a");
     r.amount = Money::usd(Decimal::ONE);
@@ -609,7 +754,9 @@ pub async fn amounts_must_be_cu_and_teams_known(m: &dyn Maker) {
         LedgerError::Negative(_)
     ));
     assert!(matches!(
-        l.set_cap(&member("t", "x"), &Money::usd(Decimal::ONE)).await.unwrap_err(),
+        l.set_cap(&member("t", "x"), &Money::usd(Decimal::ONE))
+            .await
+            .unwrap_err(),
         LedgerError::NotCu(_)
     ));
     let stranger = full_caller("nobody");
@@ -618,7 +765,9 @@ pub async fn amounts_must_be_cu_and_teams_known(m: &dyn Maker) {
         LedgerError::UnknownTeam(_)
     ));
     assert!(matches!(
-        l.create_team(&TeamConfig::new(team("t"), cu("1"), t0())).await.unwrap_err(),
+        l.create_team(&TeamConfig::new(team("t"), cu("1"), t0()))
+            .await
+            .unwrap_err(),
         LedgerError::TeamExists(_)
     ));
     // Exact decimals survive storage.
@@ -628,7 +777,9 @@ pub async fn amounts_must_be_cu_and_teams_known(m: &dyn Maker) {
 }
 
 pub async fn team_cap_limits_period_spend(m: &dyn Maker) {
-    let Some((l, _)) = setup(m, "1000").await else { return };
+    let Some((l, _)) = setup(m, "1000").await else {
+        return;
+    };
     l.set_cap(&Scope::Team(team("t")), &cu("100")).await.unwrap();
     let c = full_caller("t");
     l.reserve(&req(&c, "90", "a")).await.unwrap();
