@@ -1,0 +1,1023 @@
+//! The ledger's semantics, once, for every backend.
+//!
+//! A [`Book`] is the state of one team that an operation needs: the team row, the scope rows it touches,
+//! the team's live funds batches, and the holds it touches. Backends load a book (all of it for memory,
+//! the rows an operation needs for SQL under the team's lock), call [`apply`], and persist what the book
+//! marked dirty. Every operation checks everything before it changes anything, so a refused operation
+//! leaves the book as it found it (all-or-nothing per reservation, across all scopes).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Utc};
+use genroute_core::{Caller, Currency, Decimal, IdempotencyKey, Money, TeamId};
+
+use crate::error::{Denial, HoldState, LedgerError};
+use crate::period::{last_reset, next_reset};
+use crate::types::{
+    AutoRefill, Balance, Entry, EntryKind, EntryMeta, FundsBatch, FundsKind, Hold, HoldId, PlanChange,
+    ReserveRequest, Scope, ScopeKey, ScopeKind, Settlement, TeamConfig, Usage, UsageStatus,
+};
+
+/// Truncates an instant to whole milliseconds (the precision every backend stores).
+pub(crate) fn trunc_ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+pub(crate) fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365 * 100));
+    trunc_ms(t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC))
+}
+
+/// Checks that an amount is CU and not negative; returns the bare decimal.
+pub(crate) fn cu(m: &Money) -> Result<Decimal, LedgerError> {
+    if m.currency() != &Currency::Cu {
+        return Err(LedgerError::NotCu(m.currency().clone()));
+    }
+    if m.is_negative() {
+        return Err(LedgerError::Negative(m.clone()));
+    }
+    Ok(m.amount())
+}
+
+fn money(d: Decimal) -> Money {
+    Money::cu(d)
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct TeamRow {
+    pub(crate) team: TeamId,
+    pub(crate) allowance: Decimal,
+    pub(crate) pending_allowance: Option<Decimal>,
+    pub(crate) anchor_day: u32,
+    pub(crate) period_start: DateTime<Utc>,
+    pub(crate) period_end: DateTime<Utc>,
+    pub(crate) default_cap: Option<Decimal>,
+    pub(crate) refill: Option<AutoRefill>,
+    pub(crate) refills_used: u32,
+    pub(crate) overdraft: Decimal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ScopeRow {
+    pub(crate) cap: Option<Decimal>,
+    pub(crate) used: Decimal,
+    pub(crate) held: Decimal,
+    /// The period (start, in ms) `used` belongs to; a row from an older period has used nothing yet.
+    pub(crate) period: i64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Batch {
+    pub(crate) id: String,
+    pub(crate) kind: FundsKind,
+    pub(crate) granted: Decimal,
+    pub(crate) remaining: Decimal,
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct HoldRow {
+    pub(crate) key: Arc<str>,
+    pub(crate) idem: IdempotencyKey,
+    pub(crate) caller: Caller,
+    pub(crate) amount: Decimal,
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) state: HoldState,
+    pub(crate) charged: Option<Decimal>,
+    pub(crate) uncovered: Decimal,
+    /// Settled after it had expired.
+    pub(crate) late: bool,
+    pub(crate) meta: EntryMeta,
+}
+
+/// What an operation changed, for backends that persist rows.
+#[derive(Default, Debug)]
+pub(crate) struct Dirty {
+    pub(crate) team: bool,
+    pub(crate) scopes: HashSet<ScopeKey>,
+    pub(crate) funds: HashSet<String>,
+    pub(crate) funds_deleted: Vec<String>,
+    pub(crate) holds: HashSet<Arc<str>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Book {
+    pub(crate) team: TeamRow,
+    pub(crate) scopes: HashMap<ScopeKey, ScopeRow>,
+    pub(crate) funds: Vec<Batch>,
+    pub(crate) holds: HashMap<Arc<str>, HoldRow>,
+    pub(crate) idem: HashMap<IdempotencyKey, Arc<str>>,
+    pub(crate) expiry: BTreeSet<(DateTime<Utc>, Arc<str>)>,
+    /// `None` for the memory backend (nothing to persist).
+    pub(crate) dirty: Option<Dirty>,
+    /// New entries (SQL backends drain them on save; the memory backend keeps them all).
+    pub(crate) entries: Vec<Entry>,
+}
+
+/// One operation on one team.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Reserve(ReserveRequest),
+    Settle(HoldId, Money),
+    Release(HoldId),
+    Extend(HoldId, Duration),
+    TopUp(TeamId, Money, DateTime<Utc>),
+    SetCap(Scope, Option<Money>),
+    SetDefaultCap(TeamId, Option<Money>),
+    SetAutoRefill(TeamId, Option<AutoRefill>),
+    ChangePlan(TeamId, Money, PlanChange),
+    Usage(Scope),
+    Balance(TeamId),
+    Maintain(TeamId),
+    ClaimRefill(TeamId),
+    ApplyRefill(TeamId, Money, Duration),
+    UnclaimRefill(TeamId),
+}
+
+impl Op {
+    pub(crate) fn team(&self) -> &TeamId {
+        match self {
+            Op::Reserve(r) => &r.caller.team,
+            Op::Settle(h, _) | Op::Release(h) | Op::Extend(h, _) => &h.team,
+            Op::SetCap(s, _) | Op::Usage(s) => s.team(),
+            Op::TopUp(t, ..)
+            | Op::SetDefaultCap(t, _)
+            | Op::SetAutoRefill(t, _)
+            | Op::ChangePlan(t, ..)
+            | Op::Balance(t)
+            | Op::Maintain(t)
+            | Op::ClaimRefill(t)
+            | Op::ApplyRefill(t, ..)
+            | Op::UnclaimRefill(t) => t,
+        }
+    }
+
+    /// The hold this operation addresses, if any.
+    pub(crate) fn hold_key(&self) -> Option<&Arc<str>> {
+        match self {
+            Op::Settle(h, _) | Op::Release(h) | Op::Extend(h, _) => Some(&h.key),
+            _ => None,
+        }
+    }
+
+    /// The idempotency key this operation looks up, if any.
+    pub(crate) fn idem(&self) -> Option<&IdempotencyKey> {
+        match self {
+            Op::Reserve(r) => Some(&r.idempotency_key),
+            _ => None,
+        }
+    }
+
+    /// Scope rows this operation needs (besides those of the holds it touches).
+    pub(crate) fn scope_keys(&self) -> Vec<ScopeKey> {
+        let team = ScopeKey {
+            kind: ScopeKind::Team,
+            id: Arc::from(""),
+        };
+        match self {
+            Op::Reserve(r) => Scope::of_caller(&r.caller).iter().map(Scope::key).collect(),
+            Op::SetCap(s, _) => vec![s.key()],
+            Op::Usage(s) => {
+                let mut v = vec![team];
+                if s.kind() != ScopeKind::Team {
+                    v.push(s.key());
+                }
+                v
+            }
+            _ => vec![team],
+        }
+    }
+}
+
+/// What an operation returned.
+#[derive(Debug)]
+pub(crate) enum Out {
+    Hold(Hold),
+    Settlement(Settlement),
+    Unit,
+    Batch(FundsBatch),
+    Usage(Usage),
+    Balance(Balance),
+    Claim(Option<(Money, Duration)>),
+}
+
+/// An operation's result, and whether the team now wants an automatic refill.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) out: Out,
+    pub(crate) refill_due: bool,
+}
+
+fn team_key() -> ScopeKey {
+    ScopeKey {
+        kind: ScopeKind::Team,
+        id: Arc::from(""),
+    }
+}
+
+pub(crate) fn hold_scope_keys(caller: &Caller) -> Vec<ScopeKey> {
+    Scope::of_caller(caller).iter().map(Scope::key).collect()
+}
+
+impl Book {
+    /// A new team's book: the team row and its first plan batch.
+    pub(crate) fn create(cfg: &TeamConfig, now: DateTime<Utc>, track: bool) -> Result<Book, LedgerError> {
+        let allowance = cu(&cfg.allowance)?;
+        let default_cap = cfg.default_cap.as_ref().map(cu).transpose()?;
+        if let Some(r) = &cfg.auto_refill {
+            validate_refill(r)?;
+        }
+        let now = trunc_ms(now);
+        let subscribed = trunc_ms(cfg.subscribed_at);
+        let anchor_day = subscribed.day();
+        let start = if now >= subscribed {
+            last_reset(now, anchor_day)
+        } else {
+            last_reset(subscribed, anchor_day)
+        };
+        let mut book = Book {
+            team: TeamRow {
+                team: cfg.team.clone(),
+                allowance,
+                pending_allowance: None,
+                anchor_day,
+                period_start: start,
+                period_end: next_reset(start, anchor_day),
+                default_cap,
+                refill: cfg.auto_refill.clone(),
+                refills_used: 0,
+                overdraft: Decimal::ZERO,
+            },
+            scopes: HashMap::new(),
+            funds: Vec::new(),
+            holds: HashMap::new(),
+            idem: HashMap::new(),
+            expiry: BTreeSet::new(),
+            dirty: track.then(Dirty::default),
+            entries: Vec::new(),
+        };
+        book.mark_team();
+        book.grant_plan(now);
+        Ok(book)
+    }
+
+    /// A book with a loaded team row and nothing else yet (SQL backends fill the rest).
+    pub(crate) fn loaded(team: TeamRow) -> Book {
+        Book {
+            team,
+            scopes: HashMap::new(),
+            funds: Vec::new(),
+            holds: HashMap::new(),
+            idem: HashMap::new(),
+            expiry: BTreeSet::new(),
+            dirty: Some(Dirty::default()),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds a hold row read from storage.
+    pub(crate) fn insert_loaded_hold(&mut self, h: HoldRow) {
+        if h.state == HoldState::Held {
+            self.expiry.insert((h.expires_at, h.key.clone()));
+        }
+        self.idem.insert(h.idem.clone(), h.key.clone());
+        self.holds.insert(h.key.clone(), h);
+    }
+
+    fn mark_team(&mut self) {
+        if let Some(d) = &mut self.dirty {
+            d.team = true;
+        }
+    }
+
+    fn mark_hold(&mut self, k: &Arc<str>) {
+        if let Some(d) = &mut self.dirty {
+            d.holds.insert(k.clone());
+        }
+    }
+
+    fn mark_funds(&mut self, id: &str) {
+        if let Some(d) = &mut self.dirty {
+            d.funds.insert(id.to_owned());
+        }
+    }
+
+    /// The scope row for mutation, normalised to the current period (created empty when absent) and
+    /// marked dirty.
+    fn scope(&mut self, k: &ScopeKey) -> &mut ScopeRow {
+        let period = ms(self.team.period_start);
+        if let Some(d) = &mut self.dirty {
+            d.scopes.insert(k.clone());
+        }
+        let row = self.scopes.entry(k.clone()).or_insert(ScopeRow {
+            cap: None,
+            used: Decimal::ZERO,
+            held: Decimal::ZERO,
+            period,
+        });
+        if row.period != period {
+            row.used = Decimal::ZERO;
+            row.period = period;
+        }
+        row
+    }
+
+    /// Read-only view of a scope row in the current period.
+    fn scope_view(&self, k: &ScopeKey) -> ScopeRow {
+        let period = ms(self.team.period_start);
+        match self.scopes.get(k) {
+            Some(r) if r.period == period => r.clone(),
+            Some(r) => ScopeRow {
+                cap: r.cap,
+                used: Decimal::ZERO,
+                held: r.held,
+                period,
+            },
+            None => ScopeRow {
+                cap: None,
+                used: Decimal::ZERO,
+                held: Decimal::ZERO,
+                period,
+            },
+        }
+    }
+
+    fn effective_cap(&self, k: &ScopeKey, row: &ScopeRow) -> (Option<Decimal>, bool) {
+        match row.cap {
+            Some(c) => (Some(c), false),
+            None if matches!(k.kind, ScopeKind::Member | ScopeKind::ApiKey) => {
+                (self.team.default_cap, self.team.default_cap.is_some())
+            }
+            None => (None, false),
+        }
+    }
+
+    fn funds_total(&self) -> Decimal {
+        self.funds.iter().map(|b| b.remaining).sum()
+    }
+
+    /// Live funds − held − overdraft (may be negative after funds expired under open holds).
+    fn available_raw(&self) -> Decimal {
+        let held = self.scope_view(&team_key()).held;
+        self.funds_total() - held - self.team.overdraft
+    }
+
+    /// What the team pool can still grant: live funds less holds and overdraft, and the team's own cap.
+    fn pool_room(&self) -> Decimal {
+        let pool = self.available_raw();
+        let team_row = self.scope_view(&team_key());
+        match team_row.cap {
+            Some(c) => pool.min(c - team_row.used - team_row.held),
+            None => pool,
+        }
+    }
+
+    /// A non-team scope's cap room and cap, when it has a cap (its own or the default).
+    fn cap_room(&self, k: &ScopeKey) -> Option<(Decimal, Decimal)> {
+        let row = self.scope_view(k);
+        let (cap, _) = self.effective_cap(k, &row);
+        cap.map(|c| (c - row.used - row.held, c))
+    }
+
+    /// What a scope can still grant: its cap room and the pool's.
+    fn room(&self, k: &ScopeKey) -> Decimal {
+        let pool = self.pool_room();
+        if k.kind == ScopeKind::Team {
+            return pool;
+        }
+        match self.cap_room(k) {
+            Some((r, _)) => r.min(pool),
+            None => pool,
+        }
+    }
+
+    fn refill_due(&self) -> bool {
+        match &self.team.refill {
+            Some(r) => {
+                self.team.refills_used < r.max_per_period && self.available_raw() < r.threshold.amount()
+            }
+            None => false,
+        }
+    }
+
+    fn entry(
+        &mut self,
+        caller: Caller,
+        kind: EntryKind,
+        amount: Decimal,
+        hold: Option<HoldId>,
+        batch: Option<String>,
+        meta: Option<EntryMeta>,
+        at: DateTime<Utc>,
+    ) {
+        self.entries.push(Entry {
+            caller,
+            kind,
+            amount: money(amount),
+            hold,
+            batch,
+            meta,
+            at,
+        });
+    }
+
+    fn hold_id(&self, key: &Arc<str>) -> HoldId {
+        HoldId {
+            team: self.team.team.clone(),
+            key: key.clone(),
+        }
+    }
+
+    fn grant_plan(&mut self, at: DateTime<Utc>) {
+        let id = format!("plan-{}", ms(self.team.period_start));
+        let amount = self.team.allowance;
+        self.funds.push(Batch {
+            id: id.clone(),
+            kind: FundsKind::Plan,
+            granted: amount,
+            remaining: amount,
+            expires_at: self.team.period_end,
+            created_at: at,
+        });
+        self.mark_funds(&id);
+        let team = Caller::team(self.team.team.clone());
+        self.entry(team, EntryKind::Allowance, amount, None, Some(id), None, at);
+        self.repay_overdraft();
+    }
+
+    /// Takes `amount` from the funds, earliest-expiring first; returns what could not be covered.
+    fn draw(&mut self, amount: Decimal) -> Decimal {
+        let mut left = amount;
+        self.funds
+            .sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
+        let mut touched = Vec::new();
+        for b in &mut self.funds {
+            if left <= Decimal::ZERO {
+                break;
+            }
+            if b.remaining <= Decimal::ZERO {
+                continue;
+            }
+            let take = b.remaining.min(left);
+            b.remaining -= take;
+            left -= take;
+            touched.push(b.id.clone());
+        }
+        for id in touched {
+            self.mark_funds(&id);
+        }
+        left
+    }
+
+    fn repay_overdraft(&mut self) {
+        if self.team.overdraft > Decimal::ZERO {
+            let owed = self.team.overdraft;
+            let uncovered = self.draw(owed);
+            self.team.overdraft = uncovered;
+            self.mark_team();
+        }
+    }
+
+    fn remove_funds(&mut self, pred: impl Fn(&Batch) -> bool, at: Option<DateTime<Utc>>) {
+        let (gone, keep): (Vec<Batch>, Vec<Batch>) =
+            std::mem::take(&mut self.funds).into_iter().partition(pred);
+        self.funds = keep;
+        for b in gone {
+            if b.remaining > Decimal::ZERO {
+                let team = Caller::team(self.team.team.clone());
+                self.entry(
+                    team,
+                    EntryKind::Expire,
+                    b.remaining,
+                    None,
+                    Some(b.id.clone()),
+                    None,
+                    at.unwrap_or(b.expires_at),
+                );
+            }
+            if let Some(d) = &mut self.dirty {
+                d.funds.remove(&b.id);
+                d.funds_deleted.push(b.id);
+            }
+        }
+    }
+
+    /// Rolls the billing period, expires due holds and funds.
+    pub(crate) fn maintain(&mut self, now: DateTime<Utc>) {
+        if now >= self.team.period_end {
+            let mut start = self.team.period_end;
+            let mut end = next_reset(start, self.team.anchor_day);
+            while now >= end {
+                start = end;
+                end = next_reset(start, self.team.anchor_day);
+            }
+            self.team.period_start = start;
+            self.team.period_end = end;
+            if let Some(p) = self.team.pending_allowance.take() {
+                self.team.allowance = p;
+            }
+            self.team.refills_used = 0;
+            self.mark_team();
+            // The old plan batch expires at its own date below; the new one is granted at the boundary.
+            self.remove_funds(|b| b.expires_at <= now, None);
+            self.grant_plan(start);
+        }
+        self.expire_holds(now);
+        if self
+            .funds
+            .iter()
+            .any(|b| b.expires_at <= now || b.remaining <= Decimal::ZERO)
+        {
+            self.remove_funds(|b| b.expires_at <= now || b.remaining <= Decimal::ZERO, None);
+        }
+    }
+
+    /// Keys of held holds due at `now`.
+    pub(crate) fn due_holds(&self, now: DateTime<Utc>) -> Vec<Arc<str>> {
+        self.expiry
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
+    fn expire_holds(&mut self, now: DateTime<Utc>) {
+        for key in self.due_holds(now) {
+            let Some(h) = self.holds.get(&key) else { continue };
+            let (amount, caller, at, meta) = (h.amount, h.caller.clone(), h.expires_at, h.meta.clone());
+            self.expiry.remove(&(at, key.clone()));
+            for k in hold_scope_keys(&caller) {
+                let row = self.scope(&k);
+                row.held -= amount;
+            }
+            if let Some(h) = self.holds.get_mut(&key) {
+                h.state = HoldState::Expired;
+            }
+            self.mark_hold(&key);
+            let id = self.hold_id(&key);
+            self.entry(caller, EntryKind::Expire, amount, Some(id), None, Some(meta), at);
+        }
+    }
+
+    fn hold_out(&self, h: &HoldRow, replayed: bool) -> Hold {
+        Hold {
+            id: self.hold_id(&h.key),
+            caller: h.caller.clone(),
+            amount: money(h.amount),
+            expires_at: h.expires_at,
+            idempotency_key: h.idem.clone(),
+            replayed,
+        }
+    }
+
+    fn settlement_out(&self, h: &HoldRow, replayed: bool) -> Settlement {
+        let charged = h.charged.unwrap_or_default();
+        let overrun = if h.late { charged } else { charged - h.amount };
+        Settlement {
+            hold: self.hold_id(&h.key),
+            held: money(h.amount),
+            charged: money(charged),
+            overrun: (overrun > Decimal::ZERO).then(|| money(overrun)),
+            hold_expired: h.late,
+            uncovered: money(h.uncovered),
+            replayed,
+        }
+    }
+
+    fn reserve(&mut self, req: ReserveRequest, now: DateTime<Utc>) -> Result<Out, LedgerError> {
+        let amount = cu(&req.amount)?;
+        if let Some(key) = self.idem.get(&req.idempotency_key) {
+            let Some(h) = self.holds.get(key) else {
+                return Err(LedgerError::storage(
+                    "ledger",
+                    "idempotency index points at no hold",
+                ));
+            };
+            if h.amount != amount {
+                return Err(LedgerError::IdempotencyConflict {
+                    key: req.idempotency_key,
+                    detail: format!("held {} CU, now asked {} CU", h.amount, amount),
+                });
+            }
+            if h.caller != req.caller {
+                return Err(LedgerError::IdempotencyConflict {
+                    key: req.idempotency_key,
+                    detail: "different caller".to_owned(),
+                });
+            }
+            return Ok(Out::Hold(self.hold_out(h, true)));
+        }
+        let keys = hold_scope_keys(&req.caller);
+        let scopes = Scope::of_caller(&req.caller);
+        let mut denial: Option<(Decimal, usize, Option<Decimal>)> = None;
+        for (i, k) in keys.iter().enumerate() {
+            // Name the scope with the least room; among equals, the narrower (a cap before the pool).
+            let (own, cap) = if k.kind == ScopeKind::Team {
+                (self.pool_room(), self.scope_view(k).cap)
+            } else {
+                match self.cap_room(k) {
+                    Some((r, c)) => (r, Some(c)),
+                    None => continue,
+                }
+            };
+            if own < amount && denial.as_ref().is_none_or(|(r, _, _)| own <= *r) {
+                denial = Some((own, i, cap));
+            }
+        }
+        if let Some((remaining, i, cap)) = denial {
+            return Err(LedgerError::Denied(Denial {
+                scope: scopes[i].clone(),
+                requested: req.amount,
+                remaining: money(remaining.max(Decimal::ZERO)),
+                cap: cap.map(money),
+            }));
+        }
+        for k in &keys {
+            let row = self.scope(k);
+            row.held += amount;
+        }
+        let key: Arc<str> = Arc::from(uuid::Uuid::now_v7().to_string());
+        let expires_at = add(now, req.ttl);
+        let row = HoldRow {
+            key: key.clone(),
+            idem: req.idempotency_key.clone(),
+            caller: req.caller.clone(),
+            amount,
+            expires_at,
+            state: HoldState::Held,
+            charged: None,
+            uncovered: Decimal::ZERO,
+            late: false,
+            meta: req.meta.clone(),
+        };
+        let out = self.hold_out(&row, false);
+        self.insert_loaded_hold(row);
+        self.mark_hold(&key);
+        self.entry(
+            req.caller,
+            EntryKind::Reserve,
+            amount,
+            Some(out.id.clone()),
+            None,
+            Some(req.meta),
+            now,
+        );
+        Ok(Out::Hold(out))
+    }
+
+    fn get_hold(&self, id: &HoldId) -> Result<&HoldRow, LedgerError> {
+        self.holds
+            .get(&id.key)
+            .ok_or_else(|| LedgerError::UnknownHold(id.clone()))
+    }
+
+    fn settle(&mut self, id: HoldId, actual: Money, now: DateTime<Utc>) -> Result<Out, LedgerError> {
+        let charge = cu(&actual)?;
+        let h = self.get_hold(&id)?;
+        let late = match h.state {
+            HoldState::Settled => {
+                return if h.charged == Some(charge) {
+                    Ok(Out::Settlement(self.settlement_out(h, true)))
+                } else {
+                    Err(LedgerError::SettleConflict {
+                        hold: id,
+                        settled: money(h.charged.unwrap_or_default()),
+                        requested: actual,
+                    })
+                };
+            }
+            HoldState::Released => {
+                return Err(LedgerError::HoldClosed {
+                    hold: id,
+                    state: h.state,
+                    operation: "settle",
+                });
+            }
+            HoldState::Held => false,
+            HoldState::Expired => true,
+        };
+        let (amount, caller, meta, expires_at) = (h.amount, h.caller.clone(), h.meta.clone(), h.expires_at);
+        let keys = hold_scope_keys(&caller);
+        for k in &keys {
+            let row = self.scope(k);
+            if !late {
+                row.held -= amount;
+            }
+            row.used += charge;
+        }
+        let uncovered = self.draw(charge);
+        if uncovered > Decimal::ZERO {
+            self.team.overdraft += uncovered;
+            self.mark_team();
+        }
+        self.expiry.remove(&(expires_at, id.key.clone()));
+        let key = id.key.clone();
+        if let Some(h) = self.holds.get_mut(&key) {
+            h.state = HoldState::Settled;
+            h.charged = Some(charge);
+            h.uncovered = uncovered;
+            h.late = late;
+        }
+        self.mark_hold(&key);
+        let overrun = if late { charge } else { charge - amount };
+        self.entry(
+            caller.clone(),
+            EntryKind::Settle,
+            charge,
+            Some(id.clone()),
+            None,
+            Some(meta.clone()),
+            now,
+        );
+        if overrun > Decimal::ZERO {
+            self.entry(
+                caller,
+                EntryKind::Overrun,
+                overrun,
+                Some(id),
+                None,
+                Some(meta),
+                now,
+            );
+        }
+        let h = self.get_hold(&self.hold_id(&key))?;
+        Ok(Out::Settlement(self.settlement_out(h, false)))
+    }
+
+    fn release(&mut self, id: HoldId, now: DateTime<Utc>) -> Result<Out, LedgerError> {
+        let h = self.get_hold(&id)?;
+        match h.state {
+            HoldState::Released | HoldState::Expired => return Ok(Out::Unit),
+            HoldState::Settled => {
+                return Err(LedgerError::HoldClosed {
+                    hold: id,
+                    state: h.state,
+                    operation: "release",
+                });
+            }
+            HoldState::Held => {}
+        }
+        let (amount, caller, meta, expires_at) = (h.amount, h.caller.clone(), h.meta.clone(), h.expires_at);
+        for k in hold_scope_keys(&caller) {
+            let row = self.scope(&k);
+            row.held -= amount;
+        }
+        self.expiry.remove(&(expires_at, id.key.clone()));
+        if let Some(h) = self.holds.get_mut(&id.key) {
+            h.state = HoldState::Released;
+        }
+        self.mark_hold(&id.key);
+        self.entry(
+            caller,
+            EntryKind::Release,
+            amount,
+            Some(id),
+            None,
+            Some(meta),
+            now,
+        );
+        Ok(Out::Unit)
+    }
+
+    fn extend(&mut self, id: HoldId, ttl: Duration, now: DateTime<Utc>) -> Result<Out, LedgerError> {
+        let h = self.get_hold(&id)?;
+        if h.state != HoldState::Held {
+            return Err(LedgerError::HoldClosed {
+                hold: id,
+                state: h.state,
+                operation: "extend",
+            });
+        }
+        let old = h.expires_at;
+        let new = add(now, ttl);
+        self.expiry.remove(&(old, id.key.clone()));
+        self.expiry.insert((new, id.key.clone()));
+        if let Some(h) = self.holds.get_mut(&id.key) {
+            h.expires_at = new;
+        }
+        self.mark_hold(&id.key);
+        let h = self.get_hold(&id)?;
+        Ok(Out::Hold(self.hold_out(h, false)))
+    }
+
+    fn add_funds(
+        &mut self,
+        amount: Decimal,
+        expires_at: DateTime<Utc>,
+        kind: FundsKind,
+        now: DateTime<Utc>,
+    ) -> Result<Out, LedgerError> {
+        let expires_at = trunc_ms(expires_at);
+        if expires_at <= now {
+            return Err(LedgerError::Invalid(format!(
+                "funds would expire at {expires_at}, not after now ({now})"
+            )));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        self.funds.push(Batch {
+            id: id.clone(),
+            kind,
+            granted: amount,
+            remaining: amount,
+            expires_at,
+            created_at: now,
+        });
+        self.mark_funds(&id);
+        let entry_kind = if kind == FundsKind::Refill {
+            EntryKind::Refill
+        } else {
+            EntryKind::TopUp
+        };
+        let team = Caller::team(self.team.team.clone());
+        self.entry(team, entry_kind, amount, None, Some(id.clone()), None, now);
+        self.repay_overdraft();
+        let b = self
+            .funds
+            .iter()
+            .find(|b| b.id == id)
+            .map(batch_out)
+            .unwrap_or_else(|| FundsBatch {
+                id,
+                kind,
+                granted: money(amount),
+                remaining: money(Decimal::ZERO),
+                expires_at,
+            });
+        Ok(Out::Batch(b))
+    }
+
+    fn usage(&self, scope: &Scope) -> Usage {
+        let k = scope.key();
+        let row = self.scope_view(&k);
+        let (cap, is_default) = if k.kind == ScopeKind::Team {
+            (row.cap, false)
+        } else {
+            self.effective_cap(&k, &row)
+        };
+        let room = self.room(&k);
+        let team_row = self.scope_view(&team_key());
+        let pool = self.available_raw().max(Decimal::ZERO);
+        let team_committed = team_row.used + team_row.held;
+        let mut team_status = UsageStatus::of(team_committed, team_committed + pool);
+        if let Some(c) = team_row.cap {
+            team_status = team_status.max(UsageStatus::of(team_committed, c));
+        }
+        let status = if k.kind == ScopeKind::Team {
+            team_status
+        } else {
+            match cap {
+                Some(c) => UsageStatus::of(row.used + row.held, c),
+                None => team_status,
+            }
+        };
+        Usage {
+            scope: scope.clone(),
+            used: money(row.used),
+            held: money(row.held),
+            cap: cap.map(money),
+            cap_is_default: is_default,
+            remaining: money(room.max(Decimal::ZERO)),
+            status,
+        }
+    }
+
+    fn balance(&self) -> Balance {
+        let mut batches: Vec<&Batch> = self
+            .funds
+            .iter()
+            .filter(|b| b.remaining > Decimal::ZERO)
+            .collect();
+        batches.sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
+        let team_row = self.scope_view(&team_key());
+        Balance {
+            team: self.team.team.clone(),
+            available: money(self.available_raw().max(Decimal::ZERO)),
+            funds: money(self.funds_total()),
+            held: money(team_row.held),
+            overdraft: money(self.team.overdraft),
+            batches: batches.into_iter().map(batch_out).collect(),
+            plan_allowance: money(self.team.allowance),
+            pending_allowance: self.team.pending_allowance.map(money),
+            period_start: self.team.period_start,
+            resets_at: self.team.period_end,
+            refills_this_period: self.team.refills_used,
+        }
+    }
+
+    fn change_plan(&mut self, allowance: Decimal, change: PlanChange, now: DateTime<Utc>) {
+        match change {
+            PlanChange::Downgrade => {
+                self.team.pending_allowance = Some(allowance);
+            }
+            PlanChange::Upgrade => {
+                self.remove_funds(|b| b.kind == FundsKind::Plan, Some(now));
+                self.team.allowance = allowance;
+                self.team.pending_allowance = None;
+                self.team.anchor_day = now.day();
+                self.team.period_start = now;
+                self.team.period_end = next_reset(now, self.team.anchor_day);
+                self.team.refills_used = 0;
+                self.grant_plan(now);
+            }
+        }
+        self.mark_team();
+    }
+}
+
+fn batch_out(b: &Batch) -> FundsBatch {
+    FundsBatch {
+        id: b.id.clone(),
+        kind: b.kind,
+        granted: money(b.granted),
+        remaining: money(b.remaining),
+        expires_at: b.expires_at,
+    }
+}
+
+fn validate_refill(r: &AutoRefill) -> Result<(), LedgerError> {
+    cu(&r.threshold)?;
+    cu(&r.amount)?;
+    if r.amount.is_zero() {
+        return Err(LedgerError::Invalid(
+            "auto-refill amount must be positive".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies one operation to a team's book at `now` (maintenance first).
+pub(crate) fn apply(book: &mut Book, op: Op, now: DateTime<Utc>) -> Result<Outcome, LedgerError> {
+    let now = trunc_ms(now);
+    book.maintain(now);
+    let out = match op {
+        Op::Reserve(req) => book.reserve(req, now)?,
+        Op::Settle(id, actual) => book.settle(id, actual, now)?,
+        Op::Release(id) => book.release(id, now)?,
+        Op::Extend(id, ttl) => book.extend(id, ttl, now)?,
+        Op::TopUp(_, amount, expires_at) => {
+            let a = cu(&amount)?;
+            book.add_funds(a, expires_at, FundsKind::TopUp, now)?
+        }
+        Op::SetCap(scope, cap) => {
+            let cap = cap.as_ref().map(cu).transpose()?;
+            book.scope(&scope.key()).cap = cap;
+            Out::Unit
+        }
+        Op::SetDefaultCap(_, cap) => {
+            book.team.default_cap = cap.as_ref().map(cu).transpose()?;
+            book.mark_team();
+            Out::Unit
+        }
+        Op::SetAutoRefill(_, refill) => {
+            if let Some(r) = &refill {
+                validate_refill(r)?;
+            }
+            book.team.refill = refill;
+            book.mark_team();
+            Out::Unit
+        }
+        Op::ChangePlan(_, allowance, change) => {
+            let a = cu(&allowance)?;
+            book.change_plan(a, change, now);
+            Out::Unit
+        }
+        Op::Usage(scope) => Out::Usage(book.usage(&scope)),
+        Op::Balance(_) => Out::Balance(book.balance()),
+        Op::Maintain(_) => Out::Unit,
+        Op::ClaimRefill(_) => {
+            if book.refill_due() {
+                book.team.refills_used += 1;
+                book.mark_team();
+                let r = book.team.refill.clone();
+                Out::Claim(r.map(|r| (r.amount, r.valid_for)))
+            } else {
+                Out::Claim(None)
+            }
+        }
+        Op::ApplyRefill(_, amount, valid_for) => {
+            let a = cu(&amount)?;
+            let expires = add(now, valid_for);
+            book.add_funds(a, expires, FundsKind::Refill, now)?
+        }
+        Op::UnclaimRefill(_) => {
+            book.team.refills_used = book.team.refills_used.saturating_sub(1);
+            book.mark_team();
+            Out::Unit
+        }
+    };
+    Ok(Outcome {
+        refill_due: book.refill_due(),
+        out,
+    })
+}

@@ -1,0 +1,770 @@
+//! The PostgreSQL backend: one database shared by processes on many hosts.
+//!
+//! A few worker tasks per [`PostgresLedger`], each with its own connection, take queued operations in
+//! batches. A batch is one transaction: it locks the row of every team it touches with `SELECT … ORDER BY
+//! team FOR UPDATE` (a fixed order, so two batches never deadlock), reads the rows its operations need,
+//! applies the operations one by one in Rust (each all-or-nothing across all of its scopes), writes what
+//! changed and commits. The team row is the lock for all of the team's scopes, holds and funds: every
+//! writer takes it first. Statements are prepared once per connection and pipelined, so a batch costs four
+//! round trips whatever its size. Amounts are `NUMERIC`.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::future::{join_all, try_join_all};
+use genroute_core::{
+    ApiKeyId, Caller, Decimal, IdempotencyKey, JobId, MemberId, ModelId, Money, ProjectId, ProviderId, TeamId,
+};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+use crate::clock::{Clock, SystemClock};
+use crate::engine::{Backend, Engine, RefillHook, forward_ledger};
+use crate::error::{HoldState, LedgerError};
+use crate::logic::{
+    Batch, Book, HoldRow, Op, Outcome, ScopeRow, TeamRow, apply, from_ms, hold_scope_keys, ms, trunc_ms,
+};
+use crate::types::{
+    AutoRefill, Entry, EntryKind, EntryMeta, FundsKind, HistoryFilter, HoldId, ScopeKey, ScopeKind,
+    TeamConfig,
+};
+
+const BACKEND: &str = "postgres";
+
+fn err(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::storage(BACKEND, e)
+}
+
+/// Options of the PostgreSQL backend.
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    /// The schema holding the ledger's tables (created if missing); `None` uses the connection's default
+    /// `search_path`. Only ASCII letters, digits and `_`.
+    pub schema: Option<String>,
+    /// Worker connections per ledger instance (each runs one batch transaction at a time).
+    pub connections: usize,
+    /// At most this many queued operations share one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            schema: None,
+            connections: 2,
+            max_batch: 256,
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, LedgerError>>;
+
+enum Job {
+    Create(Box<TeamConfig>, DateTime<Utc>, Reply<()>),
+    Run(Box<Op>, DateTime<Utc>, Reply<Outcome>),
+    History(Box<HistoryFilter>, Reply<Vec<Entry>>),
+}
+
+#[derive(Debug)]
+pub(crate) struct PgBackend {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl PgBackend {
+    async fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .map_err(|_| err("the worker tasks have stopped"))?;
+        rx.await.map_err(|_| err("a worker dropped the request"))?
+    }
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    async fn create(&self, cfg: &TeamConfig, now: DateTime<Utc>) -> Result<(), LedgerError> {
+        let cfg = Box::new(cfg.clone());
+        self.send(|r| Job::Create(cfg, now, r)).await
+    }
+
+    async fn run(&self, op: Op, now: DateTime<Utc>) -> Result<Outcome, LedgerError> {
+        self.send(|r| Job::Run(Box::new(op), now, r)).await
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Entry>, LedgerError> {
+        let f = Box::new(filter.clone());
+        self.send(|r| Job::History(f, r)).await
+    }
+}
+
+/// The PostgreSQL ledger. Any number of instances, in any number of processes, may share one database.
+#[derive(Debug)]
+pub struct PostgresLedger {
+    engine: Engine<PgBackend>,
+}
+
+impl PostgresLedger {
+    /// Connects with default options on the system clock (`url` as libpq: `postgres://user@host/db`).
+    pub async fn connect(url: &str) -> Result<Self, LedgerError> {
+        Self::connect_with(url, PostgresOptions::default(), Arc::new(SystemClock)).await
+    }
+
+    /// Connects with options and a clock, creating the schema and tables if missing. Must be called
+    /// inside a tokio runtime, which then runs the worker tasks.
+    pub async fn connect_with(
+        url: &str,
+        options: PostgresOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, LedgerError> {
+        if let Some(s) = &options.schema
+            && (s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(LedgerError::Invalid(format!("schema name {s:?}")));
+        }
+        let config: tokio_postgres::Config = url.parse().map_err(err)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..options.connections.max(1) {
+            let client = open(&config, options.schema.as_deref(), i == 0).await?;
+            let worker = Worker::new(client).await?;
+            let rx = rx.clone();
+            let max_batch = options.max_batch.max(1);
+            tokio::spawn(worker.run(rx, max_batch));
+        }
+        Ok(Self {
+            engine: Engine {
+                backend: PgBackend { tx },
+                clock,
+                hook: None,
+            },
+        })
+    }
+
+    /// Installs the payment step of automatic refills.
+    pub fn with_refill_hook(mut self, hook: Arc<dyn RefillHook>) -> Self {
+        self.engine.hook = Some(hook);
+        self
+    }
+}
+
+forward_ledger!(PostgresLedger);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ledger_teams (
+  team TEXT PRIMARY KEY, allowance NUMERIC NOT NULL, pending_allowance NUMERIC, anchor_day INT NOT NULL,
+  period_start BIGINT NOT NULL, period_end BIGINT NOT NULL, default_cap NUMERIC,
+  refill_threshold NUMERIC, refill_amount NUMERIC, refill_max BIGINT, refill_valid_ms BIGINT,
+  refills_used BIGINT NOT NULL, overdraft NUMERIC NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_scopes (
+  team TEXT NOT NULL, kind INT NOT NULL, id TEXT NOT NULL, cap NUMERIC, used NUMERIC NOT NULL,
+  held NUMERIC NOT NULL, period BIGINT NOT NULL, PRIMARY KEY (team, kind, id));
+CREATE TABLE IF NOT EXISTS ledger_funds (
+  team TEXT NOT NULL, id TEXT NOT NULL, kind INT NOT NULL, granted NUMERIC NOT NULL, remaining NUMERIC NOT NULL,
+  expires_at BIGINT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (team, id));
+CREATE TABLE IF NOT EXISTS ledger_holds (
+  team TEXT NOT NULL, key TEXT NOT NULL, idem TEXT NOT NULL, member TEXT, project TEXT, api_key TEXT,
+  amount NUMERIC NOT NULL, expires_at BIGINT NOT NULL, state INT NOT NULL, charged NUMERIC,
+  uncovered NUMERIC NOT NULL, late BOOL NOT NULL, job TEXT NOT NULL, attempt BIGINT NOT NULL,
+  provider TEXT NOT NULL, model TEXT NOT NULL, PRIMARY KEY (team, key));
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_holds_idem ON ledger_holds (team, idem);
+CREATE INDEX IF NOT EXISTS ledger_holds_due ON ledger_holds (team, expires_at) WHERE state = 0;
+CREATE TABLE IF NOT EXISTS ledger_entries (
+  seq BIGSERIAL PRIMARY KEY, team TEXT NOT NULL, member TEXT, project TEXT, api_key TEXT, kind INT NOT NULL,
+  amount NUMERIC NOT NULL, hold TEXT, batch TEXT, job TEXT, attempt BIGINT, provider TEXT, model TEXT,
+  at BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS ledger_entries_team ON ledger_entries (team, seq);
+";
+
+async fn open(
+    config: &tokio_postgres::Config,
+    schema: Option<&str>,
+    migrate: bool,
+) -> Result<Client, LedgerError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(err)?;
+    tokio::spawn(async move {
+        // The connection ends when the client is dropped or the server goes away; requests then fail.
+        let _ = connection.await;
+    });
+    if migrate {
+        // One migrator at a time across processes: CREATE … IF NOT EXISTS races otherwise.
+        let mut sql = String::from("BEGIN; SELECT pg_advisory_xact_lock(7365427);");
+        if let Some(s) = schema {
+            sql.push_str(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {s}; SET LOCAL search_path TO {s};"
+            ));
+        }
+        sql.push_str(SCHEMA);
+        sql.push_str("COMMIT;");
+        client.batch_execute(&sql).await.map_err(err)?;
+    }
+    if let Some(s) = schema {
+        client
+            .batch_execute(&format!("SET search_path TO {s}"))
+            .await
+            .map_err(err)?;
+    }
+    Ok(client)
+}
+
+const HOLD_COLS: &str = "key, idem, member, project, api_key, amount, expires_at, state, charged, uncovered, \
+                         late, job, attempt, provider, model";
+const TEAM_COLS: &str = "team, allowance, pending_allowance, anchor_day, period_start, period_end, default_cap, \
+                         refill_threshold, refill_amount, refill_max, refill_valid_ms, refills_used, overdraft";
+
+struct Statements {
+    lock_teams: Statement,
+    funds: Statement,
+    holds: Statement,
+    scopes: Statement,
+    insert_team: Statement,
+    update_team: Statement,
+    upsert_scope: Statement,
+    upsert_funds: Statement,
+    delete_funds: Statement,
+    upsert_holds: Statement,
+    insert_entries: Statement,
+    history: Statement,
+}
+
+struct Worker {
+    client: Client,
+    st: Statements,
+}
+
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+fn p<T: ToSql + Sync + Send + 'static>(v: T) -> Box<dyn ToSql + Sync + Send> {
+    Box::new(v)
+}
+
+impl Worker {
+    async fn new(client: Client) -> Result<Self, LedgerError> {
+        let prep = |sql: String| {
+            let c = &client;
+            async move { c.prepare(&sql).await.map_err(err) }
+        };
+        let st = Statements {
+            lock_teams: prep(format!(
+                "SELECT {TEAM_COLS} FROM ledger_teams WHERE team = ANY($1) ORDER BY team FOR UPDATE"
+            ))
+            .await?,
+            funds: prep(
+                "SELECT team, id, kind, granted, remaining, expires_at, created_at FROM ledger_funds \
+                 WHERE team = ANY($1)"
+                    .to_owned(),
+            )
+            .await?,
+            holds: prep(format!(
+                "SELECT team, {HOLD_COLS} FROM ledger_holds WHERE team = $1 AND (key = ANY($2) OR idem = ANY($3) \
+                 OR (state = 0 AND expires_at <= $4))"
+            ))
+            .await?,
+            scopes: prep(
+                "SELECT s.kind, s.id, s.cap, s.used, s.held, s.period FROM ledger_scopes s \
+                 JOIN unnest($2::int[], $3::text[]) AS u(kind, id) ON s.kind = u.kind AND s.id = u.id \
+                 WHERE s.team = $1"
+                    .to_owned(),
+            )
+            .await?,
+            insert_team: prep(format!(
+                "INSERT INTO ledger_teams ({TEAM_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            ))
+            .await?,
+            update_team: prep(
+                "UPDATE ledger_teams SET allowance = $2, pending_allowance = $3, anchor_day = $4, period_start = $5, \
+                 period_end = $6, default_cap = $7, refill_threshold = $8, refill_amount = $9, refill_max = $10, \
+                 refill_valid_ms = $11, refills_used = $12, overdraft = $13 WHERE team = $1"
+                    .to_owned(),
+            )
+            .await?,
+            upsert_scope: prep(
+                "INSERT INTO ledger_scopes (team, kind, id, cap, used, held, period) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (team, kind, id) DO UPDATE SET cap = $4, used = $5, held = $6, period = $7"
+                    .to_owned(),
+            )
+            .await?,
+            upsert_funds: prep(
+                "INSERT INTO ledger_funds (team, id, kind, granted, remaining, expires_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (team, id) DO UPDATE SET remaining = $5"
+                    .to_owned(),
+            )
+            .await?,
+            delete_funds: prep("DELETE FROM ledger_funds WHERE team = $1 AND id = $2".to_owned()).await?,
+            upsert_holds: prep(format!(
+                "INSERT INTO ledger_holds (team, {HOLD_COLS}) SELECT $1, * FROM unnest($2::text[], $3::text[], \
+                 $4::text[], $5::text[], $6::text[], $7::numeric[], $8::int8[], $9::int4[], $10::numeric[], \
+                 $11::numeric[], $12::bool[], $13::text[], $14::int8[], $15::text[], $16::text[]) \
+                 ON CONFLICT (team, key) DO UPDATE SET expires_at = EXCLUDED.expires_at, state = EXCLUDED.state, \
+                 charged = EXCLUDED.charged, uncovered = EXCLUDED.uncovered, late = EXCLUDED.late"
+            ))
+            .await?,
+            insert_entries: prep(
+                "INSERT INTO ledger_entries (team, member, project, api_key, kind, amount, hold, batch, job, attempt, \
+                 provider, model, at) SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::int4[], \
+                 $6::numeric[], $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::int8[])"
+                    .to_owned(),
+            )
+            .await?,
+            history: prep(
+                "SELECT member, project, api_key, kind, amount, hold, batch, job, attempt, provider, model, at \
+                 FROM ledger_entries WHERE team = $1 AND at >= $2 ORDER BY seq"
+                    .to_owned(),
+            )
+            .await?,
+        };
+        Ok(Self { client, st })
+    }
+
+    async fn run(self, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>, max_batch: usize) {
+        loop {
+            let jobs = {
+                let mut rx = rx.lock().await;
+                let Some(first) = rx.recv().await else { return };
+                let mut jobs = vec![first];
+                while jobs.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
+                jobs
+            };
+            let mut runs = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Create(cfg, now, reply) => {
+                        let _ = reply.send(self.create(&cfg, now).await);
+                    }
+                    Job::History(filter, reply) => {
+                        let _ = reply.send(self.history(&filter).await);
+                    }
+                    Job::Run(op, now, reply) => runs.push((*op, now, reply)),
+                }
+            }
+            if runs.is_empty() {
+                continue;
+            }
+            let (ops, replies): (Vec<_>, Vec<_>) = runs.into_iter().map(|(o, n, r)| ((o, n), r)).unzip();
+            match self.batch(ops).await {
+                Ok(results) => {
+                    for (r, reply) in results.into_iter().zip(replies) {
+                        let _ = reply.send(r);
+                    }
+                }
+                Err(e) => {
+                    let _ = self.client.batch_execute("ROLLBACK").await;
+                    for reply in replies {
+                        let _ = reply.send(Err(err(&e)));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn create(&self, cfg: &TeamConfig, now: DateTime<Utc>) -> Result<(), LedgerError> {
+        let mut book = Book::create(cfg, now, true)?;
+        self.client.batch_execute("BEGIN").await.map_err(err)?;
+        let res = self.save(&mut book, true).await;
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                if e.as_db_error()
+                    .is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+                {
+                    Err(LedgerError::TeamExists(cfg.team.clone()))
+                } else {
+                    Err(err(e))
+                }
+            }
+        }
+    }
+
+    /// One transaction for a batch of operations. `Err` = nothing was committed.
+    async fn batch(
+        &self,
+        ops: Vec<(Op, DateTime<Utc>)>,
+    ) -> Result<Vec<Result<Outcome, LedgerError>>, LedgerError> {
+        let c = &self.client;
+        let st = &self.st;
+        let teams: Vec<String> = ops
+            .iter()
+            .map(|(op, _)| op.team().as_str().to_owned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // Round trip 1: begin, lock the teams in a fixed order, read their funds.
+        let tp: [&(dyn ToSql + Sync); 1] = [&teams];
+        let (_, team_rows, fund_rows) = tokio::try_join!(
+            c.batch_execute("BEGIN"),
+            c.query(&st.lock_teams, &tp),
+            c.query(&st.funds, &tp),
+        )
+        .map_err(err)?;
+        let mut books: HashMap<TeamId, Book> = HashMap::new();
+        for r in &team_rows {
+            let row = team_row(r).map_err(err)?;
+            books.insert(row.team.clone(), Book::loaded(row));
+        }
+        for r in &fund_rows {
+            let team: String = r.try_get(0).map_err(err)?;
+            let b = Batch {
+                id: r.try_get(1).map_err(err)?,
+                kind: FundsKind::from_code(i64::from(r.try_get::<_, i32>(2).map_err(err)?))
+                    .ok_or_else(|| err("invalid funds kind"))?,
+                granted: r.try_get(3).map_err(err)?,
+                remaining: r.try_get(4).map_err(err)?,
+                expires_at: from_ms(r.try_get(5).map_err(err)?),
+                created_at: from_ms(r.try_get(6).map_err(err)?),
+            };
+            if let Some(book) = books.get_mut(&TeamId::new(team).map_err(err)?) {
+                book.funds.push(b);
+            }
+        }
+        // Round trip 2: holds named, replayed or due.
+        let mut hold_q: Vec<(String, Vec<String>, Vec<String>, i64)> = Vec::new();
+        for team in books.keys() {
+            let mut keys = Vec::new();
+            let mut idems = Vec::new();
+            let mut max_now = i64::MIN;
+            for (op, now) in ops.iter().filter(|(op, _)| op.team() == team) {
+                if let Some(k) = op.hold_key() {
+                    keys.push(k.to_string());
+                }
+                if let Some(i) = op.idem() {
+                    idems.push(i.as_str().to_owned());
+                }
+                max_now = max_now.max(ms(trunc_ms(*now)));
+            }
+            hold_q.push((team.as_str().to_owned(), keys, idems, max_now));
+        }
+        let hold_rows = try_join_all(
+            hold_q
+                .iter()
+                .map(|(t, k, i, n)| async move { c.query(&st.holds, &[t, k, i, n]).await }),
+        )
+        .await
+        .map_err(err)?;
+        for rows in &hold_rows {
+            for r in rows {
+                let team = TeamId::new(r.try_get::<_, String>(0).map_err(err)?).map_err(err)?;
+                let h = hold_row(&team, r).map_err(err)?;
+                if let Some(book) = books.get_mut(&team) {
+                    book.insert_loaded_hold(h);
+                }
+            }
+        }
+        // Round trip 3: scope rows of the operations and of every loaded hold.
+        let mut scope_q: Vec<(String, Vec<i32>, Vec<String>)> = Vec::new();
+        for (team, book) in &books {
+            let mut keys: HashSet<ScopeKey> = HashSet::new();
+            for (op, _) in ops.iter().filter(|(op, _)| op.team() == team) {
+                keys.extend(op.scope_keys());
+            }
+            for h in book.holds.values() {
+                keys.extend(hold_scope_keys(&h.caller));
+            }
+            let (kinds, ids) = keys
+                .into_iter()
+                .map(|k| (k.kind.code() as i32, k.id.to_string()))
+                .unzip();
+            scope_q.push((team.as_str().to_owned(), kinds, ids));
+        }
+        let scope_rows = try_join_all(
+            scope_q
+                .iter()
+                .map(|(t, k, i)| async move { c.query(&st.scopes, &[t, k, i]).await }),
+        )
+        .await
+        .map_err(err)?;
+        for ((team, _, _), rows) in scope_q.iter().zip(&scope_rows) {
+            let Some(book) = books.get_mut(&TeamId::new(team).map_err(err)?) else {
+                continue;
+            };
+            for r in rows {
+                let kind = ScopeKind::from_code(i64::from(r.try_get::<_, i32>(0).map_err(err)?))
+                    .ok_or_else(|| err("invalid scope kind"))?;
+                let id: String = r.try_get(1).map_err(err)?;
+                book.scopes.insert(
+                    ScopeKey {
+                        kind,
+                        id: Arc::from(id),
+                    },
+                    ScopeRow {
+                        cap: r.try_get(2).map_err(err)?,
+                        used: r.try_get(3).map_err(err)?,
+                        held: r.try_get(4).map_err(err)?,
+                        period: r.try_get(5).map_err(err)?,
+                    },
+                );
+            }
+        }
+        // Apply, in arrival order.
+        let mut results = Vec::with_capacity(ops.len());
+        for (op, now) in ops {
+            let team = op.team().clone();
+            results.push(match books.get_mut(&team) {
+                Some(book) => apply(book, op, now),
+                None => Err(LedgerError::UnknownTeam(team)),
+            });
+        }
+        // Round trip 4: every write and the commit, pipelined.
+        let mut calls: Vec<(&Statement, Params)> = Vec::new();
+        for book in books.values_mut() {
+            writes(st, book, false, &mut calls);
+        }
+        let futs = calls
+            .iter()
+            .map(|(s, ps)| c.execute_raw(*s, ps.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync))));
+        let (written, committed) = tokio::join!(join_all(futs), c.batch_execute("COMMIT"));
+        for w in written {
+            w.map_err(err)?;
+        }
+        committed.map_err(err)?;
+        Ok(results)
+    }
+
+    async fn save(&self, book: &mut Book, create: bool) -> Result<(), tokio_postgres::Error> {
+        let mut calls: Vec<(&Statement, Params)> = Vec::new();
+        writes(&self.st, book, create, &mut calls);
+        let futs = calls.iter().map(|(s, ps)| {
+            self.client
+                .execute_raw(*s, ps.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)))
+        });
+        let written = join_all(futs).await;
+        for w in written {
+            w?;
+        }
+        self.client.batch_execute("COMMIT").await
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Entry>, LedgerError> {
+        let team = filter.scope.team().clone();
+        let since = filter.since.map(ms).unwrap_or(i64::MIN);
+        let rows = self
+            .client
+            .query(&self.st.history, &[&team.as_str(), &since])
+            .await
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let e = entry_row(&team, r).map_err(err)?;
+            if filter.matches(&e) {
+                out.push(e);
+                if filter.limit.is_some_and(|n| out.len() >= n) {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Queues the statements that persist what `book` marked dirty.
+fn writes<'s>(st: &'s Statements, book: &mut Book, create: bool, calls: &mut Vec<(&'s Statement, Params)>) {
+    let team = book.team.team.as_str().to_owned();
+    let Some(dirty) = book.dirty.take() else { return };
+    if dirty.team || create {
+        let t = &book.team;
+        let r = t.refill.as_ref();
+        let ps: Params = vec![
+            p(team.clone()),
+            p(t.allowance),
+            p(t.pending_allowance),
+            p(t.anchor_day as i32),
+            p(ms(t.period_start)),
+            p(ms(t.period_end)),
+            p(t.default_cap),
+            p(r.map(|r| r.threshold.amount())),
+            p(r.map(|r| r.amount.amount())),
+            p(r.map(|r| i64::from(r.max_per_period))),
+            p(r.map(|r| i64::try_from(r.valid_for.as_millis()).unwrap_or(i64::MAX))),
+            p(i64::from(t.refills_used)),
+            p(t.overdraft),
+        ];
+        calls.push((if create { &st.insert_team } else { &st.update_team }, ps));
+    }
+    for k in &dirty.scopes {
+        let Some(row) = book.scopes.get(k) else { continue };
+        calls.push((
+            &st.upsert_scope,
+            vec![
+                p(team.clone()),
+                p(k.kind.code() as i32),
+                p(k.id.to_string()),
+                p(row.cap),
+                p(row.used),
+                p(row.held),
+                p(row.period),
+            ],
+        ));
+    }
+    for id in &dirty.funds_deleted {
+        calls.push((&st.delete_funds, vec![p(team.clone()), p(id.clone())]));
+    }
+    for b in book.funds.iter().filter(|b| dirty.funds.contains(&b.id)) {
+        calls.push((
+            &st.upsert_funds,
+            vec![
+                p(team.clone()),
+                p(b.id.clone()),
+                p(b.kind.code() as i32),
+                p(b.granted),
+                p(b.remaining),
+                p(ms(b.expires_at)),
+                p(ms(b.created_at)),
+            ],
+        ));
+    }
+    if !dirty.holds.is_empty() {
+        let hs: Vec<&HoldRow> = dirty.holds.iter().filter_map(|k| book.holds.get(k)).collect();
+        let col = |f: &dyn Fn(&HoldRow) -> Option<String>| hs.iter().map(|h| f(h)).collect::<Vec<_>>();
+        calls.push((
+            &st.upsert_holds,
+            vec![
+                p(team.clone()),
+                p(hs.iter().map(|h| h.key.to_string()).collect::<Vec<_>>()),
+                p(hs.iter().map(|h| h.idem.as_str().to_owned()).collect::<Vec<_>>()),
+                p(col(&|h| h.caller.member.as_ref().map(|m| m.as_str().to_owned()))),
+                p(col(&|h| h.caller.project.as_ref().map(|m| m.as_str().to_owned()))),
+                p(col(&|h| h.caller.api_key.as_ref().map(|m| m.as_str().to_owned()))),
+                p(hs.iter().map(|h| h.amount).collect::<Vec<_>>()),
+                p(hs.iter().map(|h| ms(h.expires_at)).collect::<Vec<_>>()),
+                p(hs.iter().map(|h| h.state.code() as i32).collect::<Vec<_>>()),
+                p(hs.iter().map(|h| h.charged).collect::<Vec<_>>()),
+                p(hs.iter().map(|h| h.uncovered).collect::<Vec<_>>()),
+                p(hs.iter().map(|h| h.late).collect::<Vec<_>>()),
+                p(hs.iter()
+                    .map(|h| h.meta.job_id.as_str().to_owned())
+                    .collect::<Vec<_>>()),
+                p(hs.iter().map(|h| i64::from(h.meta.attempt)).collect::<Vec<_>>()),
+                p(hs.iter()
+                    .map(|h| h.meta.provider.as_str().to_owned())
+                    .collect::<Vec<_>>()),
+                p(hs.iter()
+                    .map(|h| h.meta.model.as_str().to_owned())
+                    .collect::<Vec<_>>()),
+            ],
+        ));
+    }
+    if !book.entries.is_empty() {
+        let es: Vec<Entry> = std::mem::take(&mut book.entries);
+        let s = |f: &dyn Fn(&Entry) -> Option<String>| es.iter().map(|e| f(e)).collect::<Vec<_>>();
+        calls.push((
+            &st.insert_entries,
+            vec![
+                p(team.clone()),
+                p(s(&|e| e.caller.member.as_ref().map(|m| m.as_str().to_owned()))),
+                p(s(&|e| e.caller.project.as_ref().map(|m| m.as_str().to_owned()))),
+                p(s(&|e| e.caller.api_key.as_ref().map(|m| m.as_str().to_owned()))),
+                p(es.iter().map(|e| e.kind.code() as i32).collect::<Vec<_>>()),
+                p(es.iter().map(|e| e.amount.amount()).collect::<Vec<_>>()),
+                p(s(&|e| e.hold.as_ref().map(|h| h.key.to_string()))),
+                p(s(&|e| e.batch.clone())),
+                p(s(&|e| e.meta.as_ref().map(|m| m.job_id.as_str().to_owned()))),
+                p(es.iter()
+                    .map(|e| e.meta.as_ref().map(|m| i64::from(m.attempt)))
+                    .collect::<Vec<_>>()),
+                p(s(&|e| e.meta.as_ref().map(|m| m.provider.as_str().to_owned()))),
+                p(s(&|e| e.meta.as_ref().map(|m| m.model.as_str().to_owned()))),
+                p(es.iter().map(|e| ms(e.at)).collect::<Vec<_>>()),
+            ],
+        ));
+    }
+    book.dirty = Some(crate::logic::Dirty::default());
+}
+
+fn team_row(r: &Row) -> Result<TeamRow, Box<dyn std::error::Error + Send + Sync>> {
+    let threshold: Option<Decimal> = r.try_get(7)?;
+    let amount: Option<Decimal> = r.try_get(8)?;
+    let max: Option<i64> = r.try_get(9)?;
+    let valid: Option<i64> = r.try_get(10)?;
+    let refill = match (threshold, amount, max, valid) {
+        (Some(t), Some(a), Some(m), Some(v)) => Some(AutoRefill {
+            threshold: Money::cu(t),
+            amount: Money::cu(a),
+            max_per_period: u32::try_from(m)?,
+            valid_for: Duration::from_millis(u64::try_from(v)?),
+        }),
+        _ => None,
+    };
+    Ok(TeamRow {
+        team: TeamId::new(r.try_get::<_, String>(0)?)?,
+        allowance: r.try_get(1)?,
+        pending_allowance: r.try_get(2)?,
+        anchor_day: u32::try_from(r.try_get::<_, i32>(3)?)?,
+        period_start: from_ms(r.try_get(4)?),
+        period_end: from_ms(r.try_get(5)?),
+        default_cap: r.try_get(6)?,
+        refill,
+        refills_used: u32::try_from(r.try_get::<_, i64>(11)?)?,
+        overdraft: r.try_get(12)?,
+    })
+}
+
+fn opt_id<T>(
+    v: Option<String>,
+    f: impl Fn(String) -> Result<T, genroute_core::IdError>,
+) -> Result<Option<T>, genroute_core::IdError> {
+    v.map(f).transpose()
+}
+
+fn hold_row(team: &TeamId, r: &Row) -> Result<HoldRow, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(HoldRow {
+        key: Arc::from(r.try_get::<_, String>(1)?),
+        idem: IdempotencyKey::new(r.try_get::<_, String>(2)?)?,
+        caller: Caller {
+            team: team.clone(),
+            member: opt_id(r.try_get(3)?, MemberId::new)?,
+            project: opt_id(r.try_get(4)?, ProjectId::new)?,
+            api_key: opt_id(r.try_get(5)?, ApiKeyId::new)?,
+        },
+        amount: r.try_get(6)?,
+        expires_at: from_ms(r.try_get(7)?),
+        state: HoldState::from_code(i64::from(r.try_get::<_, i32>(8)?)).ok_or("invalid hold state")?,
+        charged: r.try_get(9)?,
+        uncovered: r.try_get(10)?,
+        late: r.try_get(11)?,
+        meta: EntryMeta {
+            job_id: JobId::new(r.try_get::<_, String>(12)?)?,
+            attempt: u32::try_from(r.try_get::<_, i64>(13)?)?,
+            provider: ProviderId::new(r.try_get::<_, String>(14)?)?,
+            model: ModelId::new(r.try_get::<_, String>(15)?)?,
+        },
+    })
+}
+
+fn entry_row(team: &TeamId, r: &Row) -> Result<Entry, Box<dyn std::error::Error + Send + Sync>> {
+    let job: Option<String> = r.try_get(7)?;
+    let meta = match job {
+        Some(j) => Some(EntryMeta {
+            job_id: JobId::new(j)?,
+            attempt: u32::try_from(r.try_get::<_, i64>(8)?)?,
+            provider: ProviderId::new(r.try_get::<_, String>(9)?)?,
+            model: ModelId::new(r.try_get::<_, String>(10)?)?,
+        }),
+        None => None,
+    };
+    let hold: Option<String> = r.try_get(5)?;
+    Ok(Entry {
+        caller: Caller {
+            team: team.clone(),
+            member: opt_id(r.try_get(0)?, MemberId::new)?,
+            project: opt_id(r.try_get(1)?, ProjectId::new)?,
+            api_key: opt_id(r.try_get(2)?, ApiKeyId::new)?,
+        },
+        kind: EntryKind::from_code(i64::from(r.try_get::<_, i32>(3)?)).ok_or("invalid entry kind")?,
+        amount: Money::cu(r.try_get(4)?),
+        hold: hold.map(|k| HoldId {
+            team: team.clone(),
+            key: Arc::from(k),
+        }),
+        batch: r.try_get(6)?,
+        meta,
+        at: from_ms(r.try_get(11)?),
+    })
+}

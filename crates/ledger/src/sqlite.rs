@@ -1,0 +1,780 @@
+//! The SQLite backend: one file, safe for several processes on one host.
+//!
+//! One writer thread per [`SqliteLedger`] owns the connection. Operations queue to it; it takes every
+//! queued operation (up to `max_batch`) into one `BEGIN IMMEDIATE` transaction (group commit), loads the
+//! rows each needs, applies them one by one (each all-or-nothing), writes what changed and commits once.
+//! `BEGIN IMMEDIATE` takes SQLite's write lock up front, so processes sharing the file serialise on it
+//! (waiting up to the busy timeout) and every read inside the transaction is current.
+//!
+//! Amounts are stored as TEXT holding the exact decimal: arithmetic happens in Rust under the write lock,
+//! never in SQL, so TEXT keeps any scale exactly without a fixed-point convention to maintain.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use genroute_core::{
+    ApiKeyId, Caller, Decimal, IdempotencyKey, JobId, MemberId, ModelId, Money, ProjectId, ProviderId, TeamId,
+};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use crate::clock::{Clock, SystemClock};
+use crate::engine::{Backend, Engine, RefillHook, forward_ledger};
+use crate::error::{HoldState, LedgerError};
+use crate::logic::{
+    Batch, Book, HoldRow, Op, Outcome, ScopeRow, TeamRow, apply, from_ms, hold_scope_keys, ms,
+};
+use crate::types::{
+    AutoRefill, Entry, EntryKind, EntryMeta, FundsKind, HistoryFilter, HoldId, ScopeKey, TeamConfig,
+};
+
+const BACKEND: &str = "sqlite";
+
+fn err(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::storage(BACKEND, e)
+}
+
+/// How durable a commit is (SQLite's `synchronous` setting, in WAL mode).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum SqliteSync {
+    /// `synchronous=FULL`: every commit is fsynced before it is acknowledged. Survives power loss.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: commits survive a crash of the process, but the last ones may be lost on
+    /// power loss or an OS crash (the WAL is fsynced at checkpoints only).
+    Normal,
+}
+
+/// Options of the SQLite backend.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// Durability of commits.
+    pub sync: SqliteSync,
+    /// How long to wait for another process's write lock before failing.
+    pub busy_timeout: Duration,
+    /// At most this many queued operations share one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            sync: SqliteSync::Full,
+            busy_timeout: Duration::from_secs(10),
+            max_batch: 256,
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, LedgerError>>;
+
+enum Job {
+    Create(Box<TeamConfig>, DateTime<Utc>, Reply<()>),
+    Run(Box<Op>, DateTime<Utc>, Reply<Outcome>),
+    History(Box<HistoryFilter>, Reply<Vec<Entry>>),
+}
+
+#[derive(Debug)]
+pub(crate) struct SqliteBackend {
+    tx: Mutex<mpsc::Sender<Job>>,
+    path: PathBuf,
+}
+
+impl SqliteBackend {
+    async fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let sender = self.tx.lock().map_err(|_| err("writer channel poisoned"))?;
+            sender
+                .send(make(tx))
+                .map_err(|_| err("the writer thread has stopped"))?;
+        }
+        rx.await
+            .map_err(|_| err("the writer thread dropped the request"))?
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    async fn create(&self, cfg: &TeamConfig, now: DateTime<Utc>) -> Result<(), LedgerError> {
+        let cfg = Box::new(cfg.clone());
+        self.send(|r| Job::Create(cfg, now, r)).await
+    }
+
+    async fn run(&self, op: Op, now: DateTime<Utc>) -> Result<Outcome, LedgerError> {
+        self.send(|r| Job::Run(Box::new(op), now, r)).await
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Entry>, LedgerError> {
+        let f = Box::new(filter.clone());
+        self.send(|r| Job::History(f, r)).await
+    }
+}
+
+/// The SQLite ledger. Open as many as you like on one file, in one process or several.
+#[derive(Debug)]
+pub struct SqliteLedger {
+    engine: Engine<SqliteBackend>,
+}
+
+impl SqliteLedger {
+    /// Opens (creating if needed) the ledger file with default options on the system clock.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, LedgerError> {
+        Self::open_with(path, SqliteOptions::default(), Arc::new(SystemClock))
+    }
+
+    /// Opens the ledger file with options and a clock.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, LedgerError> {
+        let path = path.as_ref().to_path_buf();
+        let conn = connect(&path, &options)?;
+        let (tx, rx) = mpsc::channel();
+        let max_batch = options.max_batch.max(1);
+        std::thread::Builder::new()
+            .name("genroute-ledger-sqlite".to_owned())
+            .spawn(move || writer(conn, rx, max_batch))
+            .map_err(err)?;
+        Ok(Self {
+            engine: Engine {
+                backend: SqliteBackend {
+                    tx: Mutex::new(tx),
+                    path,
+                },
+                clock,
+                hook: None,
+            },
+        })
+    }
+
+    /// Installs the payment step of automatic refills.
+    pub fn with_refill_hook(mut self, hook: Arc<dyn RefillHook>) -> Self {
+        self.engine.hook = Some(hook);
+        self
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.engine.backend.path
+    }
+}
+
+forward_ledger!(SqliteLedger);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ledger_teams (
+  team TEXT PRIMARY KEY, allowance TEXT NOT NULL, pending_allowance TEXT, anchor_day INTEGER NOT NULL,
+  period_start INTEGER NOT NULL, period_end INTEGER NOT NULL, default_cap TEXT,
+  refill_threshold TEXT, refill_amount TEXT, refill_max INTEGER, refill_valid_ms INTEGER,
+  refills_used INTEGER NOT NULL, overdraft TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_scopes (
+  team TEXT NOT NULL, kind INTEGER NOT NULL, id TEXT NOT NULL, cap TEXT, used TEXT NOT NULL,
+  held TEXT NOT NULL, period INTEGER NOT NULL, PRIMARY KEY (team, kind, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_funds (
+  team TEXT NOT NULL, id TEXT NOT NULL, kind INTEGER NOT NULL, granted TEXT NOT NULL, remaining TEXT NOT NULL,
+  expires_at INTEGER NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (team, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_holds (
+  team TEXT NOT NULL, key TEXT NOT NULL, idem TEXT NOT NULL, member TEXT, project TEXT, api_key TEXT,
+  amount TEXT NOT NULL, expires_at INTEGER NOT NULL, state INTEGER NOT NULL, charged TEXT,
+  uncovered TEXT NOT NULL, late INTEGER NOT NULL, job TEXT NOT NULL, attempt INTEGER NOT NULL,
+  provider TEXT NOT NULL, model TEXT NOT NULL, PRIMARY KEY (team, key));
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_holds_idem ON ledger_holds (team, idem);
+CREATE INDEX IF NOT EXISTS ledger_holds_due ON ledger_holds (team, expires_at) WHERE state = 0;
+CREATE TABLE IF NOT EXISTS ledger_entries (
+  seq INTEGER PRIMARY KEY, team TEXT NOT NULL, member TEXT, project TEXT, api_key TEXT, kind INTEGER NOT NULL,
+  amount TEXT NOT NULL, hold TEXT, batch TEXT, job TEXT, attempt INTEGER, provider TEXT, model TEXT,
+  at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS ledger_entries_team ON ledger_entries (team, seq);
+";
+
+fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, LedgerError> {
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(options.busy_timeout).map_err(err)?;
+    // Switching to WAL needs a moment without other writers; retry while another process holds the lock.
+    let mut tries = 0;
+    loop {
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(_) => break,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
+    let sync = match options.sync {
+        SqliteSync::Full => "FULL",
+        SqliteSync::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!("PRAGMA synchronous={sync};"))
+        .map_err(err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    let mut conn = conn;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    tx.execute_batch(SCHEMA).map_err(err)?;
+    tx.commit().map_err(err)?;
+    Ok(conn)
+}
+
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, jobs);
+    }
+}
+
+enum Done {
+    Create(Result<(), LedgerError>, Reply<()>),
+    Run(Result<Outcome, LedgerError>, Reply<Outcome>),
+    History(Result<Vec<Entry>, LedgerError>, Reply<Vec<Entry>>),
+}
+
+fn run_batch(conn: &mut Connection, jobs: Vec<Job>) {
+    let mut done = Vec::with_capacity(jobs.len());
+    let result = (|| -> Result<(), LedgerError> {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let mut books: HashMap<TeamId, Loaded> = HashMap::new();
+        let mut jobs = jobs.into_iter();
+        // A storage failure aborts the whole batch (every request gets the error); logic errors belong to
+        // their own request only.
+        let abort = |e: LedgerError, done: &mut Vec<Done>, rest: &mut dyn Iterator<Item = Job>| {
+            for j in rest {
+                done.push(fail(j, err(&e)));
+            }
+            e
+        };
+        while let Some(job) = jobs.next() {
+            match job {
+                Job::Create(cfg, now, reply) => match create(&tx, &mut books, &cfg, now) {
+                    Ok(r) => done.push(Done::Create(r, reply)),
+                    Err(e) => {
+                        done.push(Done::Create(Err(err(&e)), reply));
+                        return Err(abort(e, &mut done, &mut jobs));
+                    }
+                },
+                Job::Run(op, now, reply) => match run(&tx, &mut books, *op, now) {
+                    Ok(r) => done.push(Done::Run(r, reply)),
+                    Err(e) => {
+                        done.push(Done::Run(Err(err(&e)), reply));
+                        return Err(abort(e, &mut done, &mut jobs));
+                    }
+                },
+                Job::History(filter, reply) => {
+                    let r = history(&tx, &filter);
+                    done.push(Done::History(r, reply));
+                }
+            }
+        }
+        for loaded in books.values_mut() {
+            save(&tx, &mut loaded.book)?;
+        }
+        tx.commit().map_err(err)
+    })();
+    for d in done {
+        match (d, &result) {
+            (Done::Create(r, reply), Ok(())) => drop(reply.send(r)),
+            (Done::Run(r, reply), Ok(())) => drop(reply.send(r)),
+            (Done::History(r, reply), Ok(())) => drop(reply.send(r)),
+            (Done::Create(_, reply), Err(e)) => drop(reply.send(Err(err(e)))),
+            (Done::Run(_, reply), Err(e)) => drop(reply.send(Err(err(e)))),
+            (Done::History(_, reply), Err(e)) => drop(reply.send(Err(err(e)))),
+        }
+    }
+}
+
+fn fail(job: Job, e: LedgerError) -> Done {
+    match job {
+        Job::Create(_, _, r) => Done::Create(Err(e), r),
+        Job::Run(_, _, r) => Done::Run(Err(e), r),
+        Job::History(_, r) => Done::History(Err(e), r),
+    }
+}
+
+/// A team's book with what has been read into it during this transaction.
+struct Loaded {
+    book: Book,
+    scopes: HashSet<ScopeKey>,
+    holds: HashSet<Arc<str>>,
+    idems: HashSet<IdempotencyKey>,
+}
+
+type Tx<'a> = rusqlite::Transaction<'a>;
+
+/// Inner result: the outer `Err` is a storage failure (aborts the batch), the inner one the operation's.
+type Step<T> = Result<Result<T, LedgerError>, LedgerError>;
+
+fn create(
+    tx: &Tx<'_>,
+    books: &mut HashMap<TeamId, Loaded>,
+    cfg: &TeamConfig,
+    now: DateTime<Utc>,
+) -> Step<()> {
+    if books.contains_key(&cfg.team) || load_team(tx, &cfg.team)?.is_some() {
+        return Ok(Err(LedgerError::TeamExists(cfg.team.clone())));
+    }
+    let book = match Book::create(cfg, now, true) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    books.insert(
+        cfg.team.clone(),
+        Loaded {
+            book,
+            scopes: HashSet::new(),
+            holds: HashSet::new(),
+            idems: HashSet::new(),
+        },
+    );
+    Ok(Ok(()))
+}
+
+fn run(tx: &Tx<'_>, books: &mut HashMap<TeamId, Loaded>, op: Op, now: DateTime<Utc>) -> Step<Outcome> {
+    let team = op.team().clone();
+    if !books.contains_key(&team) {
+        let Some(row) = load_team(tx, &team)? else {
+            return Ok(Err(LedgerError::UnknownTeam(team)));
+        };
+        let mut book = Book::loaded(row);
+        book.funds = load_funds(tx, &team)?;
+        books.insert(
+            team.clone(),
+            Loaded {
+                book,
+                scopes: HashSet::new(),
+                holds: HashSet::new(),
+                idems: HashSet::new(),
+            },
+        );
+    }
+    let Some(l) = books.get_mut(&team) else {
+        return Err(err("book vanished"));
+    };
+    // Holds that time has made due, the hold the operation names, the idempotency key it replays.
+    for h in load_due_holds(tx, &team, crate::logic::trunc_ms(now))? {
+        if l.holds.insert(h.key.clone()) {
+            l.idems.insert(h.idem.clone());
+            l.book.insert_loaded_hold(h);
+        }
+    }
+    if let Some(key) = op.hold_key()
+        && l.holds.insert(key.clone())
+        && let Some(h) = load_hold(tx, &team, key)?
+        && !l.book.holds.contains_key(&h.key)
+    {
+        l.idems.insert(h.idem.clone());
+        l.book.insert_loaded_hold(h);
+    }
+    if let Some(idem) = op.idem()
+        && l.idems.insert(idem.clone())
+        && let Some(h) = load_hold_by_idem(tx, &team, idem)?
+        && !l.book.holds.contains_key(&h.key)
+    {
+        l.holds.insert(h.key.clone());
+        l.book.insert_loaded_hold(h);
+    }
+    // Scope rows: the operation's, and those of every open hold it may touch.
+    let mut keys = op.scope_keys();
+    let now_ms = crate::logic::trunc_ms(now);
+    for (t, k) in &l.book.expiry {
+        if *t > now_ms {
+            break;
+        }
+        if let Some(h) = l.book.holds.get(k) {
+            keys.extend(hold_scope_keys(&h.caller));
+        }
+    }
+    if let Some(key) = op.hold_key()
+        && let Some(h) = l.book.holds.get(key)
+    {
+        keys.extend(hold_scope_keys(&h.caller));
+    }
+    for k in keys {
+        if l.scopes.insert(k.clone())
+            && let Some(row) = load_scope(tx, &team, &k)?
+        {
+            l.book.scopes.entry(k).or_insert(row);
+        }
+    }
+    Ok(apply(&mut l.book, op, now))
+}
+
+fn dec(s: &str) -> rusqlite::Result<Decimal> {
+    Decimal::from_str(s)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn opt_dec(s: Option<String>) -> rusqlite::Result<Option<Decimal>> {
+    s.as_deref().map(dec).transpose()
+}
+
+fn conv<E: std::error::Error + Send + Sync + 'static>(e: E) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn bad(what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Integer,
+        format!("invalid {what}").into(),
+    )
+}
+
+fn load_team(tx: &Tx<'_>, team: &TeamId) -> Result<Option<TeamRow>, LedgerError> {
+    let mut st = tx
+        .prepare_cached(
+            "SELECT allowance, pending_allowance, anchor_day, period_start, period_end, default_cap,
+                    refill_threshold, refill_amount, refill_max, refill_valid_ms, refills_used, overdraft
+             FROM ledger_teams WHERE team = ?1",
+        )
+        .map_err(err)?;
+    st.query_row(params![team.as_str()], |r| {
+        let threshold = opt_dec(r.get(6)?)?;
+        let amount = opt_dec(r.get(7)?)?;
+        let max: Option<i64> = r.get(8)?;
+        let valid: Option<i64> = r.get(9)?;
+        let refill = match (threshold, amount, max, valid) {
+            (Some(t), Some(a), Some(m), Some(v)) => Some(AutoRefill {
+                threshold: Money::cu(t),
+                amount: Money::cu(a),
+                max_per_period: u32::try_from(m).map_err(conv)?,
+                valid_for: Duration::from_millis(u64::try_from(v).map_err(conv)?),
+            }),
+            _ => None,
+        };
+        Ok(TeamRow {
+            team: team.clone(),
+            allowance: dec(&r.get::<_, String>(0)?)?,
+            pending_allowance: opt_dec(r.get(1)?)?,
+            anchor_day: r.get(2)?,
+            period_start: from_ms(r.get(3)?),
+            period_end: from_ms(r.get(4)?),
+            default_cap: opt_dec(r.get(5)?)?,
+            refill,
+            refills_used: r.get(10)?,
+            overdraft: dec(&r.get::<_, String>(11)?)?,
+        })
+    })
+    .optional()
+    .map_err(err)
+}
+
+fn load_funds(tx: &Tx<'_>, team: &TeamId) -> Result<Vec<Batch>, LedgerError> {
+    let mut st = tx
+        .prepare_cached(
+            "SELECT id, kind, granted, remaining, expires_at, created_at FROM ledger_funds WHERE team = ?1",
+        )
+        .map_err(err)?;
+    let rows = st
+        .query_map(params![team.as_str()], |r| {
+            Ok(Batch {
+                id: r.get(0)?,
+                kind: FundsKind::from_code(r.get(1)?).ok_or_else(|| bad("funds kind"))?,
+                granted: dec(&r.get::<_, String>(2)?)?,
+                remaining: dec(&r.get::<_, String>(3)?)?,
+                expires_at: from_ms(r.get(4)?),
+                created_at: from_ms(r.get(5)?),
+            })
+        })
+        .map_err(err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+}
+
+const HOLD_COLS: &str = "key, idem, member, project, api_key, amount, expires_at, state, charged, uncovered, \
+                         late, job, attempt, provider, model";
+
+fn hold_row(team: &TeamId, r: &Row<'_>) -> rusqlite::Result<HoldRow> {
+    let member: Option<String> = r.get(2)?;
+    let project: Option<String> = r.get(3)?;
+    let api_key: Option<String> = r.get(4)?;
+    let caller = Caller {
+        team: team.clone(),
+        member: member.map(MemberId::new).transpose().map_err(conv)?,
+        project: project.map(ProjectId::new).transpose().map_err(conv)?,
+        api_key: api_key.map(ApiKeyId::new).transpose().map_err(conv)?,
+    };
+    Ok(HoldRow {
+        key: Arc::from(r.get::<_, String>(0)?),
+        idem: IdempotencyKey::new(r.get::<_, String>(1)?).map_err(conv)?,
+        caller,
+        amount: dec(&r.get::<_, String>(5)?)?,
+        expires_at: from_ms(r.get(6)?),
+        state: HoldState::from_code(r.get(7)?).ok_or_else(|| bad("hold state"))?,
+        charged: opt_dec(r.get(8)?)?,
+        uncovered: dec(&r.get::<_, String>(9)?)?,
+        late: r.get::<_, i64>(10)? != 0,
+        meta: EntryMeta {
+            job_id: JobId::new(r.get::<_, String>(11)?).map_err(conv)?,
+            attempt: r.get(12)?,
+            provider: ProviderId::new(r.get::<_, String>(13)?).map_err(conv)?,
+            model: ModelId::new(r.get::<_, String>(14)?).map_err(conv)?,
+        },
+    })
+}
+
+fn load_due_holds(tx: &Tx<'_>, team: &TeamId, now: DateTime<Utc>) -> Result<Vec<HoldRow>, LedgerError> {
+    let mut st = tx
+        .prepare_cached(&format!(
+            "SELECT {HOLD_COLS} FROM ledger_holds WHERE team = ?1 AND state = 0 AND expires_at <= ?2"
+        ))
+        .map_err(err)?;
+    let rows = st
+        .query_map(params![team.as_str(), ms(now)], |r| hold_row(team, r))
+        .map_err(err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
+}
+
+fn load_hold(tx: &Tx<'_>, team: &TeamId, key: &str) -> Result<Option<HoldRow>, LedgerError> {
+    let mut st = tx
+        .prepare_cached(&format!(
+            "SELECT {HOLD_COLS} FROM ledger_holds WHERE team = ?1 AND key = ?2"
+        ))
+        .map_err(err)?;
+    st.query_row(params![team.as_str(), key], |r| hold_row(team, r))
+        .optional()
+        .map_err(err)
+}
+
+fn load_hold_by_idem(
+    tx: &Tx<'_>,
+    team: &TeamId,
+    idem: &IdempotencyKey,
+) -> Result<Option<HoldRow>, LedgerError> {
+    let mut st = tx
+        .prepare_cached(&format!(
+            "SELECT {HOLD_COLS} FROM ledger_holds WHERE team = ?1 AND idem = ?2"
+        ))
+        .map_err(err)?;
+    st.query_row(params![team.as_str(), idem.as_str()], |r| hold_row(team, r))
+        .optional()
+        .map_err(err)
+}
+
+fn load_scope(tx: &Tx<'_>, team: &TeamId, k: &ScopeKey) -> Result<Option<ScopeRow>, LedgerError> {
+    let mut st = tx
+        .prepare_cached(
+            "SELECT cap, used, held, period FROM ledger_scopes WHERE team = ?1 AND kind = ?2 AND id = ?3",
+        )
+        .map_err(err)?;
+    st.query_row(params![team.as_str(), k.kind.code(), &*k.id], |r| {
+        Ok(ScopeRow {
+            cap: opt_dec(r.get(0)?)?,
+            used: dec(&r.get::<_, String>(1)?)?,
+            held: dec(&r.get::<_, String>(2)?)?,
+            period: r.get(3)?,
+        })
+    })
+    .optional()
+    .map_err(err)
+}
+
+fn s(d: Decimal) -> String {
+    d.to_string()
+}
+
+fn save(tx: &Tx<'_>, book: &mut Book) -> Result<(), LedgerError> {
+    let team = book.team.team.clone();
+    let Some(dirty) = book.dirty.take() else {
+        return Ok(());
+    };
+    if dirty.team {
+        let t = &book.team;
+        let r = t.refill.as_ref();
+        tx.prepare_cached(
+            "INSERT INTO ledger_teams (team, allowance, pending_allowance, anchor_day, period_start, period_end,
+               default_cap, refill_threshold, refill_amount, refill_max, refill_valid_ms, refills_used, overdraft)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT (team) DO UPDATE SET allowance = ?2, pending_allowance = ?3, anchor_day = ?4,
+               period_start = ?5, period_end = ?6, default_cap = ?7, refill_threshold = ?8, refill_amount = ?9,
+               refill_max = ?10, refill_valid_ms = ?11, refills_used = ?12, overdraft = ?13",
+        )
+        .map_err(err)?
+        .execute(params![
+            team.as_str(),
+            s(t.allowance),
+            t.pending_allowance.map(s),
+            t.anchor_day,
+            ms(t.period_start),
+            ms(t.period_end),
+            t.default_cap.map(s),
+            r.map(|r| s(r.threshold.amount())),
+            r.map(|r| s(r.amount.amount())),
+            r.map(|r| r.max_per_period),
+            r.map(|r| i64::try_from(r.valid_for.as_millis()).unwrap_or(i64::MAX)),
+            t.refills_used,
+            s(t.overdraft),
+        ])
+        .map_err(err)?;
+    }
+    for k in &dirty.scopes {
+        let Some(row) = book.scopes.get(k) else { continue };
+        tx.prepare_cached(
+            "INSERT INTO ledger_scopes (team, kind, id, cap, used, held, period) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (team, kind, id) DO UPDATE SET cap = ?4, used = ?5, held = ?6, period = ?7",
+        )
+        .map_err(err)?
+        .execute(params![
+            team.as_str(),
+            k.kind.code(),
+            &*k.id,
+            row.cap.map(s),
+            s(row.used),
+            s(row.held),
+            row.period
+        ])
+        .map_err(err)?;
+    }
+    for id in &dirty.funds_deleted {
+        tx.prepare_cached("DELETE FROM ledger_funds WHERE team = ?1 AND id = ?2")
+            .map_err(err)?
+            .execute(params![team.as_str(), id])
+            .map_err(err)?;
+    }
+    for b in book.funds.iter().filter(|b| dirty.funds.contains(&b.id)) {
+        tx.prepare_cached(
+            "INSERT INTO ledger_funds (team, id, kind, granted, remaining, expires_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (team, id) DO UPDATE SET remaining = ?5",
+        )
+        .map_err(err)?
+        .execute(params![
+            team.as_str(),
+            &b.id,
+            b.kind.code(),
+            s(b.granted),
+            s(b.remaining),
+            ms(b.expires_at),
+            ms(b.created_at)
+        ])
+        .map_err(err)?;
+    }
+    for k in &dirty.holds {
+        let Some(h) = book.holds.get(k) else { continue };
+        tx.prepare_cached(&format!(
+            "INSERT INTO ledger_holds (team, {HOLD_COLS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             ON CONFLICT (team, key) DO UPDATE SET expires_at = ?8, state = ?9, charged = ?10, uncovered = ?11,
+               late = ?12"
+        ))
+        .map_err(err)?
+        .execute(params![
+            team.as_str(),
+            &*h.key,
+            h.idem.as_str(),
+            h.caller.member.as_ref().map(MemberId::as_str),
+            h.caller.project.as_ref().map(ProjectId::as_str),
+            h.caller.api_key.as_ref().map(ApiKeyId::as_str),
+            s(h.amount),
+            ms(h.expires_at),
+            h.state.code(),
+            h.charged.map(s),
+            s(h.uncovered),
+            i64::from(h.late),
+            h.meta.job_id.as_str(),
+            h.meta.attempt,
+            h.meta.provider.as_str(),
+            h.meta.model.as_str(),
+        ])
+        .map_err(err)?;
+    }
+    for e in book.entries.drain(..) {
+        let m = e.meta.as_ref();
+        tx.prepare_cached(
+            "INSERT INTO ledger_entries (team, member, project, api_key, kind, amount, hold, batch, job, attempt,
+               provider, model, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )
+        .map_err(err)?
+        .execute(params![
+            team.as_str(),
+            e.caller.member.as_ref().map(MemberId::as_str),
+            e.caller.project.as_ref().map(ProjectId::as_str),
+            e.caller.api_key.as_ref().map(ApiKeyId::as_str),
+            e.kind.code(),
+            s(e.amount.amount()),
+            e.hold.as_ref().map(|h| &*h.key),
+            e.batch,
+            m.map(|m| m.job_id.as_str()),
+            m.map(|m| m.attempt),
+            m.map(|m| m.provider.as_str()),
+            m.map(|m| m.model.as_str()),
+            ms(e.at),
+        ])
+        .map_err(err)?;
+    }
+    book.dirty = Some(crate::logic::Dirty::default());
+    Ok(())
+}
+
+fn history(tx: &Tx<'_>, filter: &HistoryFilter) -> Result<Vec<Entry>, LedgerError> {
+    let team = filter.scope.team().clone();
+    let mut st = tx
+        .prepare_cached(
+            "SELECT member, project, api_key, kind, amount, hold, batch, job, attempt, provider, model, at
+             FROM ledger_entries WHERE team = ?1 AND at >= ?2 ORDER BY seq",
+        )
+        .map_err(err)?;
+    let since = filter.since.map(ms).unwrap_or(i64::MIN);
+    let rows = st
+        .query_map(params![team.as_str(), since], |r| {
+            let member: Option<String> = r.get(0)?;
+            let project: Option<String> = r.get(1)?;
+            let api_key: Option<String> = r.get(2)?;
+            let hold: Option<String> = r.get(5)?;
+            let job: Option<String> = r.get(7)?;
+            let meta = match job {
+                Some(j) => Some(EntryMeta {
+                    job_id: JobId::new(j).map_err(conv)?,
+                    attempt: r.get(8)?,
+                    provider: ProviderId::new(r.get::<_, String>(9)?).map_err(conv)?,
+                    model: ModelId::new(r.get::<_, String>(10)?).map_err(conv)?,
+                }),
+                None => None,
+            };
+            Ok(Entry {
+                caller: Caller {
+                    team: team.clone(),
+                    member: member.map(MemberId::new).transpose().map_err(conv)?,
+                    project: project.map(ProjectId::new).transpose().map_err(conv)?,
+                    api_key: api_key.map(ApiKeyId::new).transpose().map_err(conv)?,
+                },
+                kind: EntryKind::from_code(r.get(3)?).ok_or_else(|| bad("entry kind"))?,
+                amount: Money::cu(dec(&r.get::<_, String>(4)?)?),
+                hold: hold.map(|k| HoldId {
+                    team: team.clone(),
+                    key: Arc::from(k),
+                }),
+                batch: r.get(6)?,
+                meta,
+                at: from_ms(r.get(11)?),
+            })
+        })
+        .map_err(err)?;
+    let mut out = Vec::new();
+    for e in rows {
+        let e = e.map_err(err)?;
+        if filter.matches(&e) {
+            out.push(e);
+            if filter.limit.is_some_and(|n| out.len() >= n) {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
