@@ -76,7 +76,7 @@ pub fn attempt_span(
         gen_ai.usage.cost.currency = Empty,
         gen_ai.usage.cost.source = Empty,
         genroute.job.id = job_id.as_str(),
-        genroute.attempt = attempt,
+        genroute.attempt = i64::from(attempt),
         genroute.modality = modality.as_str(),
         genroute.route = route,
         genroute.outcome = Empty,
@@ -95,11 +95,13 @@ pub fn attempt_span(
 }
 
 /// Fills an attempt span's outcome and cost attributes from the attempt's event.
+///
+/// Integers are recorded as `i64` (tracing-opentelemetry exports `u64` fields as strings).
 pub fn record_attempt(span: &Span, event: &AttemptEvent) {
     if span.is_disabled() {
         return;
     }
-    span.record(names::GENROUTE_ATTEMPT, event.attempt);
+    span.record(names::GENROUTE_ATTEMPT, i64::from(event.attempt));
     span.record(names::GEN_AI_RESPONSE_MODEL, event.response_model.as_deref());
     span.record(names::GENROUTE_OUTCOME, event.outcome.as_str());
     if let Some(error_type) = event.outcome.error_type() {
@@ -134,9 +136,9 @@ pub fn record_attempt(span: &Span, event: &AttemptEvent) {
     span.record(names::GENROUTE_BUDGET_SCOPE, event.budget_decision.denied_scope());
     span.record(
         names::GENROUTE_LATENCY_MS,
-        u64::try_from(event.latency.as_millis()).unwrap_or(u64::MAX),
+        i64::try_from(event.latency.as_millis()).unwrap_or(i64::MAX),
     );
-    span.record(names::GENROUTE_OUTPUTS, event.outputs);
+    span.record(names::GENROUTE_OUTPUTS, i64::from(event.outputs));
 }
 
 /// Fills a job span's result from the job's last attempt (`None` when no attempt was made, e.g. no
@@ -147,7 +149,7 @@ pub fn record_job_end(span: &Span, last: Option<&AttemptEvent>) {
     }
     let Some(event) = last else {
         span.record(names::GENROUTE_JOB_OUTCOME, "no_attempt");
-        span.record(names::GENROUTE_JOB_ATTEMPTS, 0u32);
+        span.record(names::GENROUTE_JOB_ATTEMPTS, 0i64);
         span.record(names::ERROR_TYPE, "no_attempt");
         span.record(names::OTEL_STATUS_CODE, "error");
         return;
@@ -155,7 +157,7 @@ pub fn record_job_end(span: &Span, last: Option<&AttemptEvent>) {
     span.record(names::GEN_AI_PROVIDER_NAME, event.provider.as_str());
     span.record(names::GEN_AI_REQUEST_MODEL, event.model.as_str());
     span.record(names::GENROUTE_JOB_OUTCOME, event.outcome.as_str());
-    span.record(names::GENROUTE_JOB_ATTEMPTS, event.attempt);
+    span.record(names::GENROUTE_JOB_ATTEMPTS, i64::from(event.attempt));
     span.record(
         names::GENROUTE_JOB_SPEND_CU,
         event.job_spend_cu.amount().to_string().as_str(),
