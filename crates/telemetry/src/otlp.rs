@@ -367,6 +367,11 @@ fn validate_endpoint(url: &str, setting: &str) -> Result<(), TelemetryError> {
             "credentials in the URL are not supported; send them as a header",
         ));
     }
+    if url.contains(['?', '#']) {
+        return Err(bad(
+            "query strings are not supported in endpoints (they end up in logs); send credentials as a header",
+        ));
+    }
     if authority.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad("malformed URL"));
     }
@@ -792,6 +797,10 @@ mod tests {
             .resolve_with(env(&[]))
             .unwrap_err();
         assert!(!err.to_string().contains("pw"), "{err}");
+        let err = TelemetryConfig::otlp("https://host/v1?api_key=s3cret")
+            .resolve_with(env(&[]))
+            .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[test]

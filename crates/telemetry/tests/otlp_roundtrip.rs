@@ -245,3 +245,33 @@ fn disabled_config_exports_nothing_and_costs_nothing() {
     guard.shutdown().unwrap();
     assert!(receiver.requests.lock().unwrap().is_empty());
 }
+
+/// The router runs inside tokio. Setting up, exporting and shutting down from a runtime thread must work:
+/// with the async reqwest client this combination silently dropped every span (DEPENDENCIES.md, trap 1).
+#[tokio::test(flavor = "current_thread")]
+async fn export_works_from_inside_a_tokio_runtime() {
+    let receiver = Receiver::start(200);
+    let guard = TelemetryGuard::init_with_env(&TelemetryConfig::otlp(receiver.base_url()), |_| None).unwrap();
+    let (first, second) = failover_pair();
+    let subscriber = tracing_subscriber::registry().with(guard.tracing_layer());
+    let _default = tracing::subscriber::set_default(subscriber);
+    let job = job_span(&first.job_id, first.operation, first.modality, None, &first.caller);
+    let span = attempt_span(
+        &job,
+        &second.job_id,
+        2,
+        &ModelRef::new(second.provider.clone(), second.model.clone()),
+        second.operation,
+        second.modality,
+        None,
+    );
+    async { tokio::task::yield_now().await }.await;
+    record_attempt(&span, &second);
+    guard.cost_metrics().record(&second);
+    drop(span);
+    drop(job);
+    guard.shutdown().unwrap();
+    assert_eq!(spans(&receiver).len(), 2);
+    let (_, m) = last_metrics(&receiver);
+    assert_eq!(counter_total(&m[names::METRIC_COST_CU], None), 3.125);
+}
