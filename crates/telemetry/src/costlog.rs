@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use genroute_core::{
-    ApiKeyId, Caller, CostSource, Currency, Decimal, ErrorKind, JobId, MemberId, ModelId, ModelRef,
-    Modality, Money, Operation, ProjectId, ProviderId, TeamId,
+    ApiKeyId, Caller, CostSource, Currency, Decimal, ErrorKind, JobId, MemberId, Modality, ModelId, ModelRef,
+    Money, Operation, ProjectId, ProviderId, TeamId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -246,7 +246,9 @@ impl CostLogRecord {
             quoted: self.quoted.map(|q| {
                 Money::new(
                     q,
-                    self.quoted_currency.clone().unwrap_or_else(|| self.currency.clone()),
+                    self.quoted_currency
+                        .clone()
+                        .unwrap_or_else(|| self.currency.clone()),
                 )
             }),
             charged: Money::new(self.charged, self.currency.clone()),
@@ -426,7 +428,8 @@ impl JsonlCostLog {
             // A send error means the thread already ended; joining is still right.
             let _ = self.tx.send(Msg::Close);
             if worker.join().is_err() {
-                self.shared.set_error("the cost log writer thread panicked".into());
+                self.shared
+                    .set_error("the cost log writer thread panicked".into());
             }
         }
     }
@@ -534,13 +537,11 @@ impl Writer {
             _ => None,
         };
         match deadline {
-            Some(deadline) => {
-                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(msg) => Wait::Msg(msg),
-                    Err(RecvTimeoutError::Timeout) => Wait::Timeout,
-                    Err(RecvTimeoutError::Disconnected) => Wait::Closed,
-                }
-            }
+            Some(deadline) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(msg) => Wait::Msg(msg),
+                Err(RecvTimeoutError::Timeout) => Wait::Timeout,
+                Err(RecvTimeoutError::Disconnected) => Wait::Closed,
+            },
             None => match rx.recv() {
                 Ok(msg) => Wait::Msg(msg),
                 Err(_) => Wait::Closed,

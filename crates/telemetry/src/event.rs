@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use genroute_core::{
-    Caller, CostSource, Decimal, ErrorKind, JobId, ModelId, Modality, Money, Operation, ProviderId,
+    Caller, CostSource, Decimal, ErrorKind, JobId, Modality, ModelId, Money, Operation, ProviderId,
 };
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};

@@ -14,7 +14,9 @@ pub use costlog::{
     ProblemKind, Totals, parse_cost_log, read_cost_log,
 };
 pub use error::TelemetryError;
-pub use event::{AttemptEvent, AttemptOutcome, BudgetDecision, CostSink, OutcomeCode, convention_cost_source};
+pub use event::{
+    AttemptEvent, AttemptOutcome, BudgetDecision, CostSink, OutcomeCode, convention_cost_source,
+};
 pub use metrics::CostMetrics;
 pub use otlp::{Protocol, ResolvedTelemetry, TelemetryConfig, TelemetryGuard};
 pub use sinks::{CallbackSink, Fanout, Sinks};

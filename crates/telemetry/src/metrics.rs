@@ -51,7 +51,9 @@ impl CostMetrics {
                 .build(),
             cost: meter
                 .f64_counter(names::METRIC_COST)
-                .with_description("Amount charged per attempt in the provider's currency (see the currency label)")
+                .with_description(
+                    "Amount charged per attempt in the provider's currency (see the currency label)",
+                )
                 .build(),
             per_generation: meter
                 .f64_histogram(names::METRIC_COST_PER_GENERATION)

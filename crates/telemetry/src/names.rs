@@ -175,3 +175,44 @@ pub const METRICS: &[&str] = &[
     METRIC_DURATION,
     METRIC_BUDGET_REMAINING,
 ];
+
+#[cfg(test)]
+mod tests {
+    /// Every `&str` constant above, read from this file's source.
+    fn constants() -> Vec<&'static str> {
+        include_str!("names.rs")
+            .lines()
+            .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \""))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect()
+    }
+
+    #[test]
+    fn every_name_is_in_the_readme_table() {
+        let readme = include_str!("../README.md");
+        let names = constants();
+        assert!(names.len() >= 40, "found only {} constants", names.len());
+        for name in names {
+            assert!(
+                readme.lines().any(|l| l.starts_with(&format!("| `{name}`"))),
+                "{name} is missing from the README's tables"
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_unique_per_kind_and_metrics_are_valid_instrument_names() {
+        let mut fields: Vec<&str> = super::ATTEMPT_SPAN_FIELDS.to_vec();
+        fields.sort_unstable();
+        fields.dedup();
+        assert_eq!(fields.len(), super::ATTEMPT_SPAN_FIELDS.len());
+        for metric in super::METRICS {
+            assert!(metric.len() <= 255 && metric.starts_with(|c: char| c.is_ascii_alphabetic()));
+            assert!(
+                metric
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
+            );
+        }
+    }
+}

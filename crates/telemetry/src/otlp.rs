@@ -159,8 +159,7 @@ impl TelemetryConfig {
 
     /// Adds a header (e.g. an API key for a hosted collector).
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers
-            .insert(name.into(), SecretString::from(value.into()));
+        self.headers.insert(name.into(), SecretString::from(value.into()));
         self
     }
 
@@ -259,8 +258,7 @@ impl TelemetryConfig {
 
         Ok(ResolvedTelemetry {
             enabled,
-            traces: self.traces
-                && env(ENV_TRACES_EXPORTER).is_none_or(|v| !v.eq_ignore_ascii_case("none")),
+            traces: self.traces && env(ENV_TRACES_EXPORTER).is_none_or(|v| !v.eq_ignore_ascii_case("none")),
             metrics: self.metrics
                 && env(ENV_METRICS_EXPORTER).is_none_or(|v| !v.eq_ignore_ascii_case("none")),
             traces_endpoint,
@@ -402,10 +400,7 @@ fn validate_header(name: &str, value: &str, setting: &str) -> Result<(), Telemet
 
 /// Parses `key=value,key2=value2` (values percent-encoded), as in `OTEL_EXPORTER_OTLP_HEADERS`.
 /// Errors name the header, never its value.
-pub fn parse_env_headers(
-    raw: &str,
-    setting: &str,
-) -> Result<BTreeMap<String, SecretString>, TelemetryError> {
+pub fn parse_env_headers(raw: &str, setting: &str) -> Result<BTreeMap<String, SecretString>, TelemetryError> {
     let mut headers = BTreeMap::new();
     for (index, pair) in raw.split(',').enumerate() {
         if pair.trim().is_empty() {
@@ -420,7 +415,9 @@ pub fn parse_env_headers(
         let name = name.trim().to_ascii_lowercase();
         let value = percent_decode(value.trim()).ok_or_else(|| TelemetryError::Config {
             setting: setting.to_owned(),
-            reason: format!("the value of header `{name}` is not valid percent-encoded UTF-8 (value not shown)"),
+            reason: format!(
+                "the value of header `{name}` is not valid percent-encoded UTF-8 (value not shown)"
+            ),
         })?;
         validate_header(&name, &value, setting)?;
         headers.insert(name, SecretString::from(value));

@@ -3,7 +3,7 @@
 //! `tracing` needs field names as literals in the span macros; they are spelled here once and a test checks
 //! each against the constants in [`crate::names`].
 
-use genroute_core::{Caller, JobId, ModelRef, Modality, Operation};
+use genroute_core::{Caller, JobId, Modality, ModelRef, Operation};
 use tracing::Span;
 use tracing::field::Empty;
 
@@ -194,7 +194,13 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let caller = Caller::team(TeamId::new("t").unwrap());
             let job_id = JobId::new("j").unwrap();
-            let job = job_span(&job_id, Operation::ImageGeneration, Modality::Image, None, &caller);
+            let job = job_span(
+                &job_id,
+                Operation::ImageGeneration,
+                Modality::Image,
+                None,
+                &caller,
+            );
             assert_eq!(job.metadata().unwrap().name(), names::JOB_SPAN);
             assert_eq!(field_names(&job), names::JOB_SPAN_FIELDS);
             let target = ModelRef::new(ProviderId::new("fal").unwrap(), ModelId::new("m").unwrap());

@@ -98,8 +98,15 @@ fn writes_and_reads_back_exactly() {
     let contents = read_cost_log(&path).unwrap();
     assert!(contents.problems.is_empty(), "{:?}", contents.problems);
     let back: Vec<AttemptEvent> = contents.records.iter().map(|r| r.to_event().unwrap()).collect();
-    assert_eq!(back, events, "every field, amounts with their exact scale, survives the round trip");
-    assert_eq!(back[3].charged.amount().scale(), 4, "0.0030 keeps its trailing zero");
+    assert_eq!(
+        back, events,
+        "every field, amounts with their exact scale, survives the round trip"
+    );
+    assert_eq!(
+        back[3].charged.amount().scale(),
+        4,
+        "0.0030 keeps its trailing zero"
+    );
 }
 
 #[test]
@@ -131,11 +138,23 @@ fn sums_by_provider_model_member_project_and_currency() {
         ModelId::new("black-forest-labs/flux-dev").unwrap(),
     );
     assert_eq!(summary.by_model[&flux].charged_in(&usd), d("0.0280"));
-    assert_eq!(summary.by_member[&Some(MemberId::new("alice").unwrap())].cu, d("3.125"));
-    assert_eq!(summary.by_member[&Some(MemberId::new("bob").unwrap())].cu, d("62.50"));
+    assert_eq!(
+        summary.by_member[&Some(MemberId::new("alice").unwrap())].cu,
+        d("3.125")
+    );
+    assert_eq!(
+        summary.by_member[&Some(MemberId::new("bob").unwrap())].cu,
+        d("62.50")
+    );
     assert_eq!(summary.by_member[&None].cu, d("0.375"));
-    assert_eq!(summary.by_project[&Some(ProjectId::new("ads").unwrap())].attempts, 1);
-    assert_eq!(summary.by_project[&Some(ProjectId::new("posters").unwrap())].cu, d("65.625"));
+    assert_eq!(
+        summary.by_project[&Some(ProjectId::new("ads").unwrap())].attempts,
+        1
+    );
+    assert_eq!(
+        summary.by_project[&Some(ProjectId::new("posters").unwrap())].cu,
+        d("65.625")
+    );
     assert_eq!(summary.by_team[&TeamId::new("acme").unwrap()].attempts, 5);
     assert_eq!(summary.by_provider[&ProviderId::new("fal").unwrap()].attempts, 2);
 }

@@ -22,7 +22,11 @@ fn spans(receiver: &Receiver) -> Vec<Span> {
     receiver
         .bodies("/v1/traces")
         .iter()
-        .flat_map(|body| ExportTraceServiceRequest::decode(body.as_slice()).unwrap().resource_spans)
+        .flat_map(|body| {
+            ExportTraceServiceRequest::decode(body.as_slice())
+                .unwrap()
+                .resource_spans
+        })
         .flat_map(|rs| rs.scope_spans)
         .flat_map(|ss| ss.spans)
         .collect()
@@ -30,7 +34,10 @@ fn spans(receiver: &Receiver) -> Vec<Span> {
 
 /// The metrics of the last export (cumulative temporality: the last export holds the totals).
 fn last_metrics(receiver: &Receiver) -> (ExportMetricsServiceRequest, BTreeMap<String, Metric>) {
-    let body = receiver.bodies("/v1/metrics").pop().expect("no metrics export arrived");
+    let body = receiver
+        .bodies("/v1/metrics")
+        .pop()
+        .expect("no metrics export arrived");
     let request = ExportMetricsServiceRequest::decode(body.as_slice()).unwrap();
     let metrics = request
         .resource_metrics
@@ -113,7 +120,10 @@ fn failover_job_round_trips_through_otlp_http() {
     };
     assert_eq!(attempts.len(), 2);
     for attempt in &attempts {
-        assert_eq!(attempt.parent_span_id, job.span_id, "attempt spans are children of the job span");
+        assert_eq!(
+            attempt.parent_span_id, job.span_id,
+            "attempt spans are children of the job span"
+        );
         assert_eq!(attempt.trace_id, job.trace_id);
         assert_eq!(attempt.kind, span::SpanKind::Client as i32);
     }
@@ -122,14 +132,24 @@ fn failover_job_round_trips_through_otlp_http() {
     let (a1, a2) = (&attempts[0].attributes, &attempts[1].attributes);
     assert_eq!(attempts[0].name, "image_generation fal-ai/flux/schnell");
     assert_eq!(attr_i64(a1, names::GENROUTE_ATTEMPT), Some(1));
-    assert_eq!(attr_str(a1, names::GEN_AI_OPERATION_NAME), Some("image_generation"));
+    assert_eq!(
+        attr_str(a1, names::GEN_AI_OPERATION_NAME),
+        Some("image_generation")
+    );
     assert_eq!(attr_str(a1, names::GEN_AI_PROVIDER_NAME), Some("fal"));
-    assert_eq!(attr_str(a1, names::GEN_AI_REQUEST_MODEL), Some("fal-ai/flux/schnell"));
+    assert_eq!(
+        attr_str(a1, names::GEN_AI_REQUEST_MODEL),
+        Some("fal-ai/flux/schnell")
+    );
     assert_eq!(attr_str(a1, names::GENROUTE_OUTCOME), Some("failed"));
     assert_eq!(attr_str(a1, names::ERROR_TYPE), Some("unavailable"));
     assert_eq!(attr_f64(a1, names::GEN_AI_USAGE_COST_AMOUNT), Some(0.0));
     assert_eq!(attr_str(a1, names::GEN_AI_USAGE_COST_CURRENCY), Some("USD"));
-    assert_eq!(attr_str(a1, names::GEN_AI_USAGE_COST_SOURCE), None, "nothing billed, no source");
+    assert_eq!(
+        attr_str(a1, names::GEN_AI_USAGE_COST_SOURCE),
+        None,
+        "nothing billed, no source"
+    );
     assert_eq!(attr_str(a1, names::GENROUTE_COST_CHARGED), Some("0 USD"));
     assert_eq!(attr_str(a1, names::GENROUTE_COST_QUOTED), Some("0.003 USD"));
     assert_eq!(attr_str(a1, names::GENROUTE_CU), Some("0"));
@@ -174,9 +194,13 @@ fn failover_job_round_trips_through_otlp_http() {
     assert_eq!(attr_str(j, names::GENROUTE_CALLER_MEMBER), Some("alice"));
     assert_eq!(attr_str(j, names::GENROUTE_CALLER_PROJECT), Some("posters"));
 
-    let trace_request = ExportTraceServiceRequest::decode(receiver.bodies("/v1/traces")[0].as_slice()).unwrap();
+    let trace_request =
+        ExportTraceServiceRequest::decode(receiver.bodies("/v1/traces")[0].as_slice()).unwrap();
     let resource = trace_request.resource_spans[0].resource.as_ref().unwrap();
-    assert_eq!(attr_str(&resource.attributes, "service.name"), Some("genroute-test"));
+    assert_eq!(
+        attr_str(&resource.attributes, "service.name"),
+        Some("genroute-test")
+    );
 
     // ---- metrics ----
     let (_, m) = last_metrics(&receiver);
@@ -185,21 +209,36 @@ fn failover_job_round_trips_through_otlp_http() {
     }
     assert_eq!(counter_total(&m[names::METRIC_COST_CU], None), 3.125);
     assert_eq!(
-        counter_total(&m[names::METRIC_COST], Some((names::GEN_AI_USAGE_COST_CURRENCY, "USD"))),
+        counter_total(
+            &m[names::METRIC_COST],
+            Some((names::GEN_AI_USAGE_COST_CURRENCY, "USD"))
+        ),
         0.025
     );
     let attempts_metric = &m[names::METRIC_ATTEMPTS];
     assert_eq!(counter_total(attempts_metric, None), 2.0);
-    assert_eq!(counter_total(attempts_metric, Some((names::GENROUTE_OUTCOME, "failed"))), 1.0);
-    assert_eq!(counter_total(attempts_metric, Some((names::GENROUTE_OUTCOME, "success"))), 1.0);
+    assert_eq!(
+        counter_total(attempts_metric, Some((names::GENROUTE_OUTCOME, "failed"))),
+        1.0
+    );
+    assert_eq!(
+        counter_total(attempts_metric, Some((names::GENROUTE_OUTCOME, "success"))),
+        1.0
+    );
     assert_eq!(
         counter_total(attempts_metric, Some((names::GEN_AI_PROVIDER_NAME, "replicate"))),
         1.0
     );
     let failovers = &m[names::METRIC_FAILOVERS];
     assert_eq!(counter_total(failovers, None), 1.0);
-    assert_eq!(counter_total(failovers, Some((names::GEN_AI_PROVIDER_NAME, "fal"))), 1.0);
-    assert_eq!(counter_total(failovers, Some((names::ERROR_TYPE, "unavailable"))), 1.0);
+    assert_eq!(
+        counter_total(failovers, Some((names::GEN_AI_PROVIDER_NAME, "fal"))),
+        1.0
+    );
+    assert_eq!(
+        counter_total(failovers, Some((names::ERROR_TYPE, "unavailable"))),
+        1.0
+    );
 
     let Some(metric::Data::Histogram(duration)) = &m[names::METRIC_DURATION].data else {
         panic!("duration is not a histogram")
@@ -255,7 +294,13 @@ async fn export_works_from_inside_a_tokio_runtime() {
     let (first, second) = failover_pair();
     let subscriber = tracing_subscriber::registry().with(guard.tracing_layer());
     let _default = tracing::subscriber::set_default(subscriber);
-    let job = job_span(&first.job_id, first.operation, first.modality, None, &first.caller);
+    let job = job_span(
+        &first.job_id,
+        first.operation,
+        first.modality,
+        None,
+        &first.caller,
+    );
     let span = attempt_span(
         &job,
         &second.job_id,

@@ -96,7 +96,13 @@ fn secrets_reach_the_collector_as_headers_and_nowhere_else() {
     let failing_metrics = failing_guard.cost_metrics();
 
     let (first, second) = failover_pair();
-    let job = job_span(&first.job_id, first.operation, first.modality, None, &first.caller);
+    let job = job_span(
+        &first.job_id,
+        first.operation,
+        first.modality,
+        None,
+        &first.caller,
+    );
     for event in [&first, &second] {
         let span = attempt_span(
             &job,
@@ -124,7 +130,10 @@ fn secrets_reach_the_collector_as_headers_and_nowhere_else() {
     // Debug output of everything that holds the secrets.
     let resolved = config.resolve_with(env_with_headers).unwrap();
     let debug = format!("{config:?}\n{resolved:?}\n{guard:?}\n{failing_guard:?}");
-    assert!(debug.contains("authorization") && debug.contains("x-api-key"), "{debug}");
+    assert!(
+        debug.contains("authorization") && debug.contains("x-api-key"),
+        "{debug}"
+    );
     assert_clean("Debug output", debug.as_bytes());
 
     // Error messages from malformed secrets, in the config and in the environment.
@@ -183,7 +192,10 @@ fn secrets_reach_the_collector_as_headers_and_nowhere_else() {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.as_str())
         };
-        assert_eq!(header("authorization"), Some(format!("Bearer {CONFIG_SECRET}").as_str()));
+        assert_eq!(
+            header("authorization"),
+            Some(format!("Bearer {CONFIG_SECRET}").as_str())
+        );
         assert_eq!(header("x-api-key"), Some(ENV_SECRET));
         assert_eq!(header("x-tenant"), Some("acme"));
         // ...and nowhere in the span or metric payloads.

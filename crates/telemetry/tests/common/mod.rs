@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::TimeZone;
 use genroute_core::{
-    Caller, CostSource, Decimal, ErrorKind, JobId, MemberId, ModelId, Modality, Money, Operation, ProjectId,
+    Caller, CostSource, Decimal, ErrorKind, JobId, MemberId, Modality, ModelId, Money, Operation, ProjectId,
     ProviderId, TeamId,
 };
 use genroute_telemetry::{AttemptEvent, AttemptOutcome, BudgetDecision};
@@ -69,7 +69,11 @@ fn serve(stream: TcpStream, status: u16, sink: &Mutex<Vec<Captured>>) {
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
             return;
         }
-        let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
         let mut headers = Vec::new();
         let mut length = 0usize;
         loop {
@@ -86,7 +90,10 @@ fn serve(stream: TcpStream, status: u16, sink: &Mutex<Vec<Captured>>) {
                 if name == "content-length" {
                     length = value.parse().unwrap();
                 }
-                assert_ne!(name, "transfer-encoding", "the receiver only speaks Content-Length");
+                assert_ne!(
+                    name, "transfer-encoding",
+                    "the receiver only speaks Content-Length"
+                );
                 headers.push((name, value));
             }
         }
@@ -94,11 +101,7 @@ fn serve(stream: TcpStream, status: u16, sink: &Mutex<Vec<Captured>>) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        sink.lock().unwrap().push(Captured {
-            path,
-            headers,
-            body,
-        });
+        sink.lock().unwrap().push(Captured { path, headers, body });
         let response = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
         );
