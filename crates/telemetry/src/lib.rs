@@ -18,7 +18,7 @@ pub use event::{
     AttemptEvent, AttemptOutcome, BudgetDecision, CostSink, OutcomeCode, convention_cost_source,
 };
 pub use metrics::CostMetrics;
-pub use otlp::{Protocol, ResolvedTelemetry, TelemetryConfig, TelemetryGuard};
+pub use otlp::{MetricsTemporality, Protocol, ResolvedTelemetry, TelemetryConfig, TelemetryGuard};
 pub use sinks::{CallbackSink, Fanout, Sinks};
 pub use spans::{attempt_span, job_span, record_attempt, record_job_end};
 

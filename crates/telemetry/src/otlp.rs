@@ -8,7 +8,7 @@ use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
@@ -71,7 +71,8 @@ pub struct TelemetryConfig {
     pub metrics_endpoint: Option<String>,
     /// Transport; only `http/protobuf`.
     pub protocol: Option<Protocol>,
-    /// Headers sent with every export (API keys go here); they override same-named environment headers.
+    /// Headers sent with every export (API keys go here). A same-named header in
+    /// `OTEL_EXPORTER_OTLP_HEADERS` takes precedence (opentelemetry-otlp applies the environment last).
     pub headers: BTreeMap<String, SecretString>,
     /// `service.name` of the exported resource.
     pub service_name: Option<String>,
@@ -85,6 +86,19 @@ pub struct TelemetryConfig {
     /// Interval between metric exports.
     #[serde(with = "humantime_serde")]
     pub metric_interval: Option<Duration>,
+    /// Metric temporality. Unset: `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`, else cumulative.
+    pub metrics_temporality: Option<MetricsTemporality>,
+}
+
+/// How metric points accumulate between exports.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MetricsTemporality {
+    /// Totals since start (Prometheus-style backends).
+    Cumulative,
+    /// Changes since the last export (Datadog, some SaaS backends).
+    Delta,
 }
 
 impl Default for TelemetryConfig {
@@ -101,6 +115,7 @@ impl Default for TelemetryConfig {
             metrics: true,
             timeout: None,
             metric_interval: None,
+            metrics_temporality: None,
         }
     }
 }
@@ -125,6 +140,7 @@ impl fmt::Debug for TelemetryConfig {
             .field("metrics", &self.metrics)
             .field("timeout", &self.timeout)
             .field("metric_interval", &self.metric_interval)
+            .field("metrics_temporality", &self.metrics_temporality)
             .finish()
     }
 }
@@ -234,13 +250,15 @@ impl TelemetryConfig {
             "v1/metrics",
         )?;
 
-        let mut headers = match env(ENV_HEADERS) {
-            Some(raw) => parse_env_headers(&raw, ENV_HEADERS)?,
-            None => BTreeMap::new(),
-        };
+        // Environment headers override same-named config headers: opentelemetry-otlp itself re-reads
+        // OTEL_EXPORTER_OTLP_HEADERS and lets it win, so the resolved view says what is actually sent.
+        let mut headers = BTreeMap::new();
         for (name, value) in &self.headers {
             validate_header(name, value.expose_secret(), "headers")?;
             headers.insert(name.to_ascii_lowercase(), value.clone());
+        }
+        if let Some(raw) = env(ENV_HEADERS) {
+            headers.extend(parse_env_headers(&raw, ENV_HEADERS)?);
         }
 
         let millis = |name: &str| -> Result<Option<Duration>, TelemetryError> {
@@ -277,6 +295,7 @@ impl TelemetryConfig {
                 Some(t) => t,
                 None => millis(ENV_METRIC_EXPORT_INTERVAL)?.unwrap_or(DEFAULT_METRIC_INTERVAL),
             },
+            metrics_temporality: self.metrics_temporality,
         })
     }
 }
@@ -302,6 +321,8 @@ pub struct ResolvedTelemetry {
     pub timeout: Duration,
     /// Interval between metric exports.
     pub metric_interval: Duration,
+    /// Metric temporality, when configured (otherwise the exporter's environment default).
+    pub metrics_temporality: Option<MetricsTemporality>,
 }
 
 impl fmt::Debug for ResolvedTelemetry {
@@ -316,6 +337,7 @@ impl fmt::Debug for ResolvedTelemetry {
             .field("service_name", &self.service_name)
             .field("timeout", &self.timeout)
             .field("metric_interval", &self.metric_interval)
+            .field("metrics_temporality", &self.metrics_temporality)
             .finish()
     }
 }
@@ -533,7 +555,14 @@ impl TelemetryGuard {
         };
 
         let meter_provider = if settings.metrics {
-            let exporter = opentelemetry_otlp::MetricExporter::builder()
+            let mut builder = opentelemetry_otlp::MetricExporter::builder();
+            if let Some(temporality) = settings.metrics_temporality {
+                builder = builder.with_temporality(match temporality {
+                    MetricsTemporality::Cumulative => Temporality::Cumulative,
+                    MetricsTemporality::Delta => Temporality::Delta,
+                });
+            }
+            let exporter = builder
                 .with_http()
                 .with_http_client(client)
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
@@ -778,7 +807,7 @@ mod tests {
             .resolve_with(env(&[(ENV_HEADERS, "api-key=a%20b%3Dc, x-team=env")]))
             .unwrap();
         assert_eq!(r.headers["api-key"].expose_secret(), "a b=c");
-        assert_eq!(r.headers["x-team"].expose_secret(), "cfg");
+        assert_eq!(r.headers["x-team"].expose_secret(), "env");
         assert!(parse_env_headers("novalue", ENV_HEADERS).is_err());
         assert!(parse_env_headers("bad name=v", ENV_HEADERS).is_err());
     }

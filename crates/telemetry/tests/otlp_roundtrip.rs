@@ -320,3 +320,30 @@ async fn export_works_from_inside_a_tokio_runtime() {
     let (_, m) = last_metrics(&receiver);
     assert_eq!(counter_total(&m[names::METRIC_COST_CU], None), 3.125);
 }
+
+#[test]
+fn delta_temporality_is_honoured() {
+    let receiver = Receiver::start(200);
+    let config = TelemetryConfig {
+        metrics_temporality: Some(genroute_telemetry::MetricsTemporality::Delta),
+        traces: false,
+        ..TelemetryConfig::otlp(receiver.base_url())
+    };
+    let guard = TelemetryGuard::init_with_env(&config, |_| None).unwrap();
+    assert!(!guard.traces_enabled());
+    let (first, second) = failover_pair();
+    let metrics = guard.cost_metrics();
+    metrics.record(&first);
+    metrics.record(&second);
+    guard.shutdown().unwrap();
+    assert!(receiver.bodies("/v1/traces").is_empty());
+    let (_, m) = last_metrics(&receiver);
+    let Some(metric::Data::Sum(sum)) = &m[names::METRIC_COST_CU].data else {
+        panic!("not a sum")
+    };
+    assert_eq!(
+        sum.aggregation_temporality,
+        opentelemetry_proto::tonic::metrics::v1::AggregationTemporality::Delta as i32
+    );
+    assert_eq!(counter_total(&m[names::METRIC_ATTEMPTS], None), 2.0);
+}
