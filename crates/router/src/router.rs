@@ -1,0 +1,668 @@
+//! The attempt loop: resolve → quote → plan → (reserve → call → gate → settle/release → record) × N.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use genroute_core::{
+    Billed, CallContext, Charge, CostSource, ErrorKind, Generation, IdempotencyKey, JobId, ModelRef, Money,
+    Provider, ProviderError, ProviderId, ProviderRequest, validate_request,
+};
+use genroute_ledger::{EntryMeta, Hold, Ledger, LedgerError, ReserveRequest};
+use genroute_pricing::PriceBook;
+use genroute_telemetry::{AttemptEvent, AttemptOutcome, BudgetDecision, CostSink};
+use rust_decimal::Decimal;
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+use crate::breaker::{BreakerConfig, CircuitBreaker};
+use crate::error::RouterError;
+use crate::gate::{GateVerdict, QualityGate};
+use crate::plan::{Assessment, DropReason, Step, plan};
+use crate::request::{AttemptRecord, GenerateRequest, Outcome};
+use crate::retry::{Jitter, RetryBudget, RetryBudgetConfig};
+use crate::route::{LatencyTracker, OnContentRejection, RouteConfig, RouteTable};
+use crate::service::{AttemptRequest, BoxFuture, DeploymentService, deployment_service};
+
+/// Router-wide settings.
+#[derive(Clone, Debug)]
+pub struct RouterSettings {
+    /// Breaker thresholds for every deployment.
+    pub breaker: BreakerConfig,
+    /// Shared retry budget.
+    pub retry_budget: RetryBudgetConfig,
+    /// How long a hold lives unless the job's deadline asks for longer (a crashed process frees its
+    /// holds after this).
+    pub hold_ttl: Duration,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        Self {
+            breaker: BreakerConfig::default(),
+            retry_budget: RetryBudgetConfig::default(),
+            hold_ttl: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Builds a [`Router`].
+pub struct RouterBuilder {
+    providers: HashMap<ProviderId, Arc<dyn Provider>>,
+    routes: RouteTable,
+    prices: PriceBook,
+    ledger: Arc<dyn Ledger>,
+    sink: Option<Arc<dyn CostSink>>,
+    gate: Option<Arc<dyn QualityGate>>,
+    settings: RouterSettings,
+    jitter: Jitter,
+}
+
+impl RouterBuilder {
+    /// Registers a provider under its own id.
+    pub fn provider(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.providers.insert(provider.id().clone(), provider);
+        self
+    }
+
+    /// Where cost events go (metrics, cost log, callbacks).
+    pub fn cost_sink(mut self, sink: Arc<dyn CostSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// A quality gate for every job.
+    pub fn quality_gate(mut self, gate: Arc<dyn QualityGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Router-wide settings.
+    pub fn settings(mut self, settings: RouterSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// A seeded jitter source (for reproducible tests).
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Finishes the router.
+    pub fn build(self) -> Router {
+        Router {
+            inner: Arc::new(Inner {
+                providers: RwLock::new(Arc::new(self.providers)),
+                routes: RwLock::new(Arc::new(self.routes)),
+                prices: RwLock::new(self.prices),
+                ledger: self.ledger,
+                sink: self.sink,
+                gate: self.gate,
+                retry_budget: RetryBudget::new(&self.settings.retry_budget),
+                settings: self.settings,
+                breakers: Mutex::new(HashMap::new()),
+                services: Mutex::new(HashMap::new()),
+                latency: LatencyTracker::default(),
+                jitter: self.jitter,
+            }),
+        }
+    }
+}
+
+struct Inner {
+    providers: RwLock<Arc<HashMap<ProviderId, Arc<dyn Provider>>>>,
+    routes: RwLock<Arc<RouteTable>>,
+    prices: RwLock<PriceBook>,
+    ledger: Arc<dyn Ledger>,
+    sink: Option<Arc<dyn CostSink>>,
+    gate: Option<Arc<dyn QualityGate>>,
+    settings: RouterSettings,
+    retry_budget: RetryBudget,
+    breakers: Mutex<HashMap<ModelRef, Arc<CircuitBreaker>>>,
+    services: Mutex<HashMap<(ModelRef, Option<Duration>), DeploymentService>>,
+    latency: LatencyTracker,
+    jitter: Jitter,
+}
+
+/// The router. Cheap to clone; also a `tower::Service<GenerateRequest>`.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+/// The running state of one job.
+struct JobState {
+    job_id: JobId,
+    route_name: String,
+    attempts: Vec<AttemptRecord>,
+    spend_cu: Decimal,
+    retry_spend_cu: Decimal,
+    attempt_no: u32,
+}
+
+impl Router {
+    /// Starts a router over routes, prices and a ledger.
+    pub fn builder(routes: RouteTable, prices: PriceBook, ledger: Arc<dyn Ledger>) -> RouterBuilder {
+        RouterBuilder {
+            providers: HashMap::new(),
+            routes,
+            prices,
+            ledger,
+            sink: None,
+            gate: None,
+            settings: RouterSettings::default(),
+            jitter: Jitter::new(),
+        }
+    }
+
+    /// Swaps in new routes and prices; jobs in flight finish on what they started with.
+    pub fn reload(&self, routes: RouteTable, prices: PriceBook) {
+        *self.inner.routes.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routes);
+        *self.inner.prices.write().unwrap_or_else(std::sync::PoisonError::into_inner) = prices;
+    }
+
+    /// The breaker of a deployment (created on first use).
+    pub fn breaker(&self, target: &ModelRef) -> Arc<CircuitBreaker> {
+        let mut map = self.inner.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(
+            map.entry(target.clone())
+                .or_insert_with(|| Arc::new(CircuitBreaker::new(self.inner.settings.breaker.clone()))),
+        )
+    }
+
+    /// Smoothed latency of a deployment, if measured.
+    pub fn latency(&self, target: &ModelRef) -> Option<Duration> {
+        self.inner.latency.get(target)
+    }
+
+    fn service(&self, target: &ModelRef, provider: &Arc<dyn Provider>, timeout: Option<Duration>) -> DeploymentService {
+        let mut map = self.inner.services.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry((target.clone(), timeout))
+            .or_insert_with(|| deployment_service(Arc::clone(provider), self.breaker(target), timeout))
+            .clone()
+    }
+
+    /// Quotes every candidate of a route and plans the job, without spending anything (the dry run).
+    pub fn plan(&self, request: &GenerateRequest) -> Result<(String, Arc<RouteConfig>, crate::plan::Plan), RouterError> {
+        let routes = read(&self.inner.routes);
+        let (route_name, route) = routes.resolve(&request.route, &request.metadata)?;
+        let prices = read(&self.inner.prices);
+        let providers = read(&self.inner.providers);
+        let mut assessments = Vec::with_capacity(route.candidates.len());
+        for c in &route.candidates {
+            let target = c.target();
+            let quote = match providers.get(&c.provider) {
+                None => Err(DropReason::UnknownProvider),
+                Some(p) => {
+                    let req = ProviderRequest { model: c.model.clone(), job: request.job.clone() };
+                    match validate_request(p.as_ref(), &req) {
+                        Err(e) => Err(DropReason::Unsupported { detail: e.message().to_owned() }),
+                        Ok(_) => prices
+                            .quote(&target, &request.job)
+                            .map_err(|e| DropReason::NotPriced { detail: e.to_string() }),
+                    }
+                }
+            };
+            let available = self.breaker(&target).is_available();
+            assessments.push(Assessment { target, tier: c.tier, weight: c.weight, quote, available });
+        }
+        let ceiling = [route.cost_ceiling.as_ref(), request.limits.cost_ceiling.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|m| prices.to_cu(m).map(|cu| cu.amount()))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .min();
+        let plan = plan(&route, assessments, ceiling, &self.inner.latency, &self.inner.jitter);
+        Ok((route_name, route, plan))
+    }
+
+    /// Runs a job to an accepted output, or to a typed error that lists every attempt.
+    pub async fn generate(&self, request: GenerateRequest) -> Result<Outcome, RouterError> {
+        let started = Instant::now();
+        let deadline = request.limits.deadline.map(|d| started + d);
+        let (route_name, route, plan) = self.plan(&request)?;
+        if plan.steps.is_empty() {
+            return Err(RouterError::NoCandidate { route: route_name, dropped: plan.dropped });
+        }
+        let prices = read(&self.inner.prices);
+        let max_spend_cu = match &request.limits.max_spend {
+            Some(m) => Some(prices.to_cu(m)?.amount()),
+            None => None,
+        };
+        let job_id = match &request.job_id {
+            Some(id) => id.clone(),
+            None => JobId::new(uuid_v7()).map_err(|e| RouterError::Stopped {
+                error: ProviderError::local(ErrorKind::InvalidRequest, e.to_string()),
+                attempts: vec![],
+            })?,
+        };
+        let mut state = JobState {
+            job_id,
+            route_name,
+            attempts: Vec::new(),
+            spend_cu: Decimal::ZERO,
+            retry_spend_cu: Decimal::ZERO,
+            attempt_no: 0,
+        };
+        let providers = read(&self.inner.providers);
+        let request_arc = Arc::new(request);
+        self.inner.retry_budget.deposit();
+        let job_span = tracing::info_span!(
+            "genroute.job",
+            genroute.job_id = %state.job_id,
+            genroute.route = %state.route_name,
+            gen_ai.operation.name = request_arc.job.operation().as_str(),
+        );
+        let mut last_error: Option<ProviderError> = None;
+
+        'candidates: for step in &plan.steps {
+            let Some(provider) = providers.get(&step.target.provider) else { continue };
+            let service = self.service(&step.target, provider, route.attempt_timeout);
+            let provider_request =
+                Arc::new(ProviderRequest { model: step.target.model.clone(), job: request_arc.job.clone() });
+            let mut retries = 0u32;
+            // A hold kept open while an earlier create of unknown outcome is resumed (never re-created).
+            let mut resume: Option<(String, Hold)> = None;
+            loop {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if let Some((_, hold)) = resume.take() {
+                        self.settle_conservatively(&mut state, step, &hold, &request_arc, "deadline").await?;
+                    }
+                    return Err(RouterError::Deadline { attempts: state.attempts });
+                }
+                let (hold, resume_id) = match resume.take() {
+                    Some((id, hold)) => (hold, Some(id)),
+                    None => {
+                        if let Some(max) = max_spend_cu
+                            && state.spend_cu + step.quote_cu > max
+                        {
+                            return Err(RouterError::MaxSpend {
+                                limit: Money::cu(max),
+                                spent: Money::cu(state.spend_cu),
+                                next: Money::cu(step.quote_cu),
+                                attempts: state.attempts,
+                            });
+                        }
+                        state.attempt_no += 1;
+                        match self.reserve(&state, step, &request_arc, deadline).await {
+                            Ok(hold) => (hold, None),
+                            Err(LedgerError::Denied(denial)) => {
+                                self.record_denied(&mut state, step, &request_arc, &denial.scope.to_string());
+                                return Err(RouterError::BudgetExceeded { denial, attempts: state.attempts });
+                            }
+                            Err(e) => return Err(RouterError::Ledger(e)),
+                        }
+                    }
+                };
+                let mut ctx = CallContext::new(state.job_id.clone(), request_arc.caller.clone())
+                    .for_attempt(state.attempt_no);
+                if let Some(d) = deadline {
+                    ctx = ctx.with_deadline(d.into_std());
+                }
+                if let Some(p) = &request_arc.progress {
+                    ctx = ctx.with_progress(Arc::clone(p));
+                }
+                let span = tracing::info_span!(
+                    parent: &job_span,
+                    "genroute.attempt",
+                    genroute.attempt = state.attempt_no,
+                    gen_ai.provider.name = %step.target.provider,
+                    gen_ai.request.model = %step.target.model,
+                );
+                let t0 = Instant::now();
+                let result = service
+                    .clone()
+                    .oneshot(AttemptRequest {
+                        request: Arc::clone(&provider_request),
+                        ctx,
+                        resume: resume_id,
+                        span: span.clone(),
+                    })
+                    .await;
+                let latency = t0.elapsed();
+                match result {
+                    Ok(mut generation) => {
+                        self.inner.latency.observe(&step.target, latency);
+                        let charge = prices.charge(&step.target, &request_arc.job, &generation).unwrap_or_else(|_| {
+                            Charge { amount: step.quote.cost.clone(), source: CostSource::ConservativeEstimate }
+                        });
+                        let cu = prices.to_cu(&charge.amount).map_or(step.quote_cu, |m| m.amount());
+                        self.settle(&hold, cu).await?;
+                        state.spend_cu += cu;
+                        generation.charged = Some(charge.clone());
+                        let verdict = match &self.inner.gate {
+                            Some(gate) => gate.check(&request_arc.job, &generation).await,
+                            None => GateVerdict::Accept,
+                        };
+                        match verdict {
+                            GateVerdict::Accept => {
+                                let outputs = u32::try_from(generation.outputs.len()).unwrap_or(u32::MAX).max(1);
+                                self.record(&mut state, step, &request_arc, AttemptOutcome::Success, Some(charge), cu, latency, None, None, outputs, &span);
+                                let total = state.spend_cu;
+                                let per_output = total / Decimal::from(outputs);
+                                return Ok(Outcome {
+                                    job_id: state.job_id,
+                                    route: state.route_name,
+                                    target: step.target.clone(),
+                                    generation,
+                                    attempts: state.attempts,
+                                    total_spend_cu: Money::cu(total),
+                                    retry_spend_cu: Money::cu(state.retry_spend_cu),
+                                    cost_per_output_cu: Money::cu(per_output),
+                                });
+                            }
+                            GateVerdict::Reject { reason } => {
+                                state.retry_spend_cu += cu;
+                                let retry = retries < route.retry.max_retries
+                                    && started.elapsed() < route.retry.max_elapsed
+                                    && self.inner.retry_budget.withdraw();
+                                let moved = if retry { "gate_rejected_retry" } else { "gate_rejected" };
+                                self.record(&mut state, step, &request_arc, AttemptOutcome::GateRejected, Some(charge), cu, latency, Some(moved.into()), None, 0, &span);
+                                last_error = Some(ProviderError::local(ErrorKind::Failed, format!("quality gate rejected the output: {reason}")));
+                                if retry {
+                                    retries += 1;
+                                    continue;
+                                }
+                                continue 'candidates;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        let kind = error.kind();
+                        let unknown = matches!(error.billing(), Billed::Unknown);
+                        // A create whose outcome is unknown, with the upstream job id known: follow that job
+                        // instead of creating another (never blindly resent).
+                        let can_resume = unknown
+                            && matches!(kind, ErrorKind::Timeout | ErrorKind::Unavailable | ErrorKind::MalformedResponse)
+                            && error.provider_job_id().is_some()
+                            && deadline.is_none_or(|d| Instant::now() < d);
+                        if can_resume && retries < route.retry.max_retries {
+                            let id = error.provider_job_id().unwrap_or_default().to_owned();
+                            retries += 1;
+                            self.record_pending(&mut state, step, &request_arc, kind, latency, &span, &error);
+                            resume = Some((id, hold));
+                            continue;
+                        }
+                        // Settle what the provider billed; release what it did not; a deadline releases.
+                        let (charge, cu) = match error.billing() {
+                            Billed::No => {
+                                self.release(&hold).await?;
+                                (None, Decimal::ZERO)
+                            }
+                            _ if kind == ErrorKind::Cancelled => {
+                                self.release(&hold).await?;
+                                (None, Decimal::ZERO)
+                            }
+                            Billed::Yes(m) => {
+                                let cu = prices.to_cu(m).map_or(step.quote_cu, |c| c.amount());
+                                self.settle(&hold, cu).await?;
+                                (Some(Charge { amount: m.clone(), source: CostSource::ProviderReported }), cu)
+                            }
+                            Billed::Unknown => {
+                                self.settle(&hold, step.quote_cu).await?;
+                                let c = Charge { amount: step.quote.cost.clone(), source: CostSource::ConservativeEstimate };
+                                (Some(c), step.quote_cu)
+                            }
+                        };
+                        state.spend_cu += cu;
+                        state.retry_spend_cu += cu;
+                        let outcome = if kind == ErrorKind::Cancelled {
+                            AttemptOutcome::Cancelled
+                        } else if unknown && kind == ErrorKind::Timeout {
+                            AttemptOutcome::OutcomeUnknown
+                        } else {
+                            AttemptOutcome::Failed { error_type: kind }
+                        };
+                        if kind == ErrorKind::Cancelled {
+                            self.record(&mut state, step, &request_arc, outcome, charge, cu, latency, None, Some(error), 0, &span);
+                            return Err(RouterError::Deadline { attempts: state.attempts });
+                        }
+                        // Retry the same candidate?
+                        let mut wait = None;
+                        if error.is_temporary()
+                            && retries < route.retry.max_retries
+                            && started.elapsed() < route.retry.max_elapsed
+                        {
+                            if let Some(delay) = route.retry.delay(retries + 1, error.retry_after_hint(), &self.inner.jitter)
+                                && deadline.is_none_or(|d| Instant::now() + delay < d)
+                                && self.inner.retry_budget.withdraw()
+                            {
+                                wait = Some(delay);
+                            }
+                        }
+                        let decision = match (wait, kind) {
+                            (Some(_), _) => Decision::Retry,
+                            (None, ErrorKind::InvalidRequest) => Decision::Stop,
+                            (None, ErrorKind::ContentRejected) if route.on_content_rejection == OnContentRejection::Stop => Decision::Stop,
+                            _ => Decision::Failover,
+                        };
+                        let moved = match decision {
+                            Decision::Retry => Some(format!("{kind}_retry")),
+                            Decision::Failover => Some(kind.as_str().to_owned()),
+                            Decision::Stop => None,
+                        };
+                        self.record(&mut state, step, &request_arc, outcome, charge, cu, latency, moved, Some(error.clone()), 0, &span);
+                        match decision {
+                            Decision::Retry => {
+                                retries += 1;
+                                if let Some(delay) = wait {
+                                    tokio::time::sleep(delay).await;
+                                }
+                            }
+                            Decision::Stop => return Err(RouterError::Stopped { error, attempts: state.attempts }),
+                            Decision::Failover => {
+                                last_error = Some(error);
+                                continue 'candidates;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Err(RouterError::Exhausted {
+            last: last_error.map_or_else(|| "no attempt made".to_owned(), |e| e.to_string()),
+            attempts: state.attempts,
+        })
+    }
+
+    async fn reserve(
+        &self,
+        state: &JobState,
+        step: &Step,
+        request: &GenerateRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Hold, LedgerError> {
+        let mut ttl = self.inner.settings.hold_ttl;
+        if let Some(d) = deadline {
+            ttl = ttl.max(d.saturating_duration_since(Instant::now()) + Duration::from_secs(30));
+        }
+        let key = IdempotencyKey::new(format!("{}:{}", state.job_id, state.attempt_no))
+            .map_err(|e| LedgerError::Invalid(e.to_string()))?;
+        let req = ReserveRequest {
+            caller: request.caller.clone(),
+            amount: Money::cu(step.quote_cu),
+            idempotency_key: key,
+            ttl,
+            meta: EntryMeta {
+                job_id: state.job_id.clone(),
+                attempt: state.attempt_no,
+                provider: step.target.provider.clone(),
+                model: step.target.model.clone(),
+            },
+        };
+        self.inner.ledger.reserve(&req).await
+    }
+
+    async fn settle(&self, hold: &Hold, cu: Decimal) -> Result<(), RouterError> {
+        self.inner.ledger.settle(&hold.id, &Money::cu(cu)).await.map(|_| ()).map_err(RouterError::Ledger)
+    }
+
+    async fn release(&self, hold: &Hold) -> Result<(), RouterError> {
+        self.inner.ledger.release(&hold.id).await.map_err(RouterError::Ledger)
+    }
+
+    async fn settle_conservatively(
+        &self,
+        state: &mut JobState,
+        step: &Step,
+        hold: &Hold,
+        request: &GenerateRequest,
+        why: &str,
+    ) -> Result<(), RouterError> {
+        self.settle(hold, step.quote_cu).await?;
+        state.spend_cu += step.quote_cu;
+        state.retry_spend_cu += step.quote_cu;
+        let charge = Charge { amount: step.quote.cost.clone(), source: CostSource::ConservativeEstimate };
+        let span = tracing::Span::current();
+        self.record(state, step, request, AttemptOutcome::OutcomeUnknown, Some(charge), step.quote_cu, Duration::ZERO, Some(why.to_owned()), None, 0, &span);
+        Ok(())
+    }
+
+    fn record_denied(&self, state: &mut JobState, step: &Step, request: &GenerateRequest, scope: &str) {
+        let span = tracing::Span::current();
+        let mut event = self.event(state, step, request, AttemptOutcome::BudgetDenied, None, Decimal::ZERO, Duration::ZERO, None, 0);
+        event.budget_decision = BudgetDecision::Denied { scope: scope.to_owned() };
+        self.emit(state, step, event, None, &span);
+    }
+
+    fn record_pending(
+        &self,
+        state: &mut JobState,
+        step: &Step,
+        request: &GenerateRequest,
+        kind: ErrorKind,
+        latency: Duration,
+        span: &tracing::Span,
+        error: &ProviderError,
+    ) {
+        // The attempt is not over: its hold stays open and its upstream job is resumed. Only the span hears
+        // about the interruption; the cost event comes when the attempt settles.
+        span.in_scope(|| {
+            tracing::warn!(error.type = kind.as_str(), latency_ms = latency.as_millis() as u64, provider_job_id = error.provider_job_id(), "outcome unknown; resuming the upstream job");
+        });
+        let _ = (state, step, request);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        state: &mut JobState,
+        step: &Step,
+        request: &GenerateRequest,
+        outcome: AttemptOutcome,
+        charge: Option<Charge>,
+        cu: Decimal,
+        latency: Duration,
+        moved_on: Option<String>,
+        error: Option<ProviderError>,
+        outputs: u32,
+        span: &tracing::Span,
+    ) {
+        let event = self.event(state, step, request, outcome, charge, cu, latency, moved_on, outputs);
+        self.emit(state, step, event, error, span);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        state: &JobState,
+        step: &Step,
+        request: &GenerateRequest,
+        outcome: AttemptOutcome,
+        charge: Option<Charge>,
+        cu: Decimal,
+        latency: Duration,
+        moved_on: Option<String>,
+        outputs: u32,
+    ) -> AttemptEvent {
+        let (charged, cost_source) = match charge {
+            Some(c) => (c.amount, Some(c.source)),
+            None => (Money::zero(step.quote.cost.currency().clone()), None),
+        };
+        AttemptEvent {
+            time: chrono::Utc::now(),
+            job_id: state.job_id.clone(),
+            attempt: state.attempt_no,
+            provider: step.target.provider.clone(),
+            model: step.target.model.clone(),
+            response_model: None,
+            operation: request.job.operation(),
+            modality: request.job.modality(),
+            route: Some(state.route_name.clone()),
+            outcome,
+            quoted: Some(step.quote.cost.clone()),
+            charged,
+            cost_source,
+            cu: Money::cu(cu),
+            job_spend_cu: Money::cu(state.spend_cu),
+            retry_spend_cu: Money::cu(state.retry_spend_cu),
+            latency,
+            outputs,
+            fallback_reason: moved_on,
+            budget_decision: BudgetDecision::Reserved,
+            caller: request.caller.clone(),
+        }
+    }
+
+    fn emit(&self, state: &mut JobState, step: &Step, event: AttemptEvent, error: Option<ProviderError>, span: &tracing::Span) {
+        genroute_telemetry::record_attempt(span, &event);
+        if let Some(sink) = &self.inner.sink {
+            sink.record(&event);
+        }
+        state.attempts.push(AttemptRecord {
+            attempt: event.attempt,
+            target: step.target.clone(),
+            outcome: event.outcome,
+            quoted: step.quote.cost.clone(),
+            quoted_cu: Money::cu(step.quote_cu),
+            charged: event.charged,
+            charged_cu: event.cu,
+            cost_source: event.cost_source,
+            latency: event.latency,
+            moved_on: event.fallback_reason,
+            error,
+        });
+    }
+}
+
+enum Decision {
+    Retry,
+    Failover,
+    Stop,
+}
+
+fn uuid_v7() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl Service<GenerateRequest> for Router {
+    type Response = Outcome;
+    type Error = RouterError;
+    type Future = BoxFuture<Result<Outcome, RouterError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: GenerateRequest) -> Self::Future {
+        let router = self.clone();
+        Box::pin(async move { router.generate(request).await })
+    }
+}
+
+// Keep `Generation` in scope for docs linking.
+#[allow(dead_code)]
+type _Gen = Generation;
