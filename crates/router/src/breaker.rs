@@ -126,12 +126,21 @@ pub struct Permit {
 impl CircuitBreaker {
     /// A closed breaker.
     pub fn new(config: BreakerConfig) -> Self {
-        Self { config, inner: Mutex::new(Inner { state: State::Closed, consecutive: 0, window: VecDeque::new() }) }
+        Self {
+            config,
+            inner: Mutex::new(Inner {
+                state: State::Closed,
+                consecutive: 0,
+                window: VecDeque::new(),
+            }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned lock only means another thread panicked mid-update; the counters stay usable.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The current state (an expired open state reads as half-open).
@@ -167,7 +176,9 @@ impl CircuitBreaker {
             }
             State::Open { .. } => None,
             State::HalfOpen { in_flight } if in_flight < self.config.half_open_probes => {
-                inner.state = State::HalfOpen { in_flight: in_flight + 1 };
+                inner.state = State::HalfOpen {
+                    in_flight: in_flight + 1,
+                };
                 Some(Permit { probe: true })
             }
             State::HalfOpen { .. } => None,
@@ -181,7 +192,9 @@ impl CircuitBreaker {
         if permit.probe
             && let State::HalfOpen { in_flight } = inner.state
         {
-            inner.state = State::HalfOpen { in_flight: in_flight.saturating_sub(1) };
+            inner.state = State::HalfOpen {
+                in_flight: in_flight.saturating_sub(1),
+            };
         }
         match result {
             CallResult::Neutral => {}
@@ -194,7 +207,9 @@ impl CircuitBreaker {
                 }
             }
             CallResult::AuthFailure => {
-                inner.state = State::Open { until: now + self.config.auth_cooldown };
+                inner.state = State::Open {
+                    until: now + self.config.auth_cooldown,
+                };
                 inner.consecutive = 0;
                 inner.window.clear();
             }
@@ -207,7 +222,9 @@ impl CircuitBreaker {
                     State::Closed => self.should_trip(&inner),
                 };
                 if trip {
-                    inner.state = State::Open { until: now + self.config.cooldown };
+                    inner.state = State::Open {
+                        until: now + self.config.cooldown,
+                    };
                     inner.consecutive = 0;
                     inner.window.clear();
                 }
@@ -314,14 +331,28 @@ mod tests {
         let b = CircuitBreaker::new(c);
         for ok in [true, false, true] {
             let p = b.try_acquire().unwrap();
-            b.record(p, if ok { CallResult::Success } else { CallResult::Failure });
+            b.record(
+                p,
+                if ok {
+                    CallResult::Success
+                } else {
+                    CallResult::Failure
+                },
+            );
         }
         assert_eq!(b.state(), BreakerState::Closed, "below min_calls");
         // Old calls slide out of the window.
         tokio::time::advance(Duration::from_secs(11)).await;
         for ok in [true, true, false] {
             let p = b.try_acquire().unwrap();
-            b.record(p, if ok { CallResult::Success } else { CallResult::Failure });
+            b.record(
+                p,
+                if ok {
+                    CallResult::Success
+                } else {
+                    CallResult::Failure
+                },
+            );
         }
         assert_eq!(b.state(), BreakerState::Closed, "1/3 failed in window");
         fail(&b);

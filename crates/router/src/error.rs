@@ -89,5 +89,9 @@ impl RouterError {
 }
 
 fn describe(dropped: &[(ModelRef, DropReason)]) -> String {
-    dropped.iter().map(|(t, r)| format!("{t} ({r})")).collect::<Vec<_>>().join("; ")
+    dropped
+        .iter()
+        .map(|(t, r)| format!("{t} ({r})"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -1,4 +1,4 @@
-#![doc = "genroute router (work in progress)"]
+#![doc = include_str!("../README.md")]
 
 pub mod breaker;
 pub mod error;

@@ -62,10 +62,18 @@ impl fmt::Display for DropReason {
                 write!(f, "quote {quote_cu} CU is above the ceiling of {ceiling_cu} CU")
             }
             DropReason::Escalation { quote_cu, limit_cu } => {
-                write!(f, "quote {quote_cu} CU exceeds the escalation limit of {limit_cu} CU")
+                write!(
+                    f,
+                    "quote {quote_cu} CU exceeds the escalation limit of {limit_cu} CU"
+                )
             }
             DropReason::HigherTier { tier, primary } => {
-                write!(f, "tier {} is above the primary's tier {}", tier.as_str(), primary.as_str())
+                write!(
+                    f,
+                    "tier {} is above the primary's tier {}",
+                    tier.as_str(),
+                    primary.as_str()
+                )
             }
         }
     }
@@ -133,25 +141,38 @@ pub fn plan(
             }
         };
         let Some(quote_cu) = quote.cost_cu.as_ref().map(genroute_core::Money::amount) else {
-            out.dropped.push((a.target, DropReason::NotPriced { detail: "no conversion to CU".into() }));
+            out.dropped.push((
+                a.target,
+                DropReason::NotPriced {
+                    detail: "no conversion to CU".into(),
+                },
+            ));
             continue;
         };
         if let Some(ceiling_cu) = ceiling_cu
             && quote_cu > ceiling_cu
         {
-            out.dropped.push((a.target, DropReason::OverCeiling { quote_cu, ceiling_cu }));
+            out.dropped
+                .push((a.target, DropReason::OverCeiling { quote_cu, ceiling_cu }));
             continue;
         }
         if !route.allow_escalation
             && let Some((primary_tier, primary_cu)) = primary
         {
             if a.tier > primary_tier {
-                out.dropped.push((a.target, DropReason::HigherTier { tier: a.tier, primary: primary_tier }));
+                out.dropped.push((
+                    a.target,
+                    DropReason::HigherTier {
+                        tier: a.tier,
+                        primary: primary_tier,
+                    },
+                ));
                 continue;
             }
             let limit_cu = primary_cu * route.max_escalation;
             if quote_cu > limit_cu {
-                out.dropped.push((a.target, DropReason::Escalation { quote_cu, limit_cu }));
+                out.dropped
+                    .push((a.target, DropReason::Escalation { quote_cu, limit_cu }));
                 continue;
             }
         }
@@ -159,7 +180,16 @@ pub fn plan(
             out.dropped.push((a.target, DropReason::BreakerOpen));
             continue;
         }
-        kept.push((index, Step { target: a.target, tier: a.tier, quote, quote_cu }, a.weight));
+        kept.push((
+            index,
+            Step {
+                target: a.target,
+                tier: a.tier,
+                quote,
+                quote_cu,
+            },
+            a.weight,
+        ));
     }
     order(route.policy, &mut kept, latency, jitter);
     out.steps = kept.into_iter().map(|(_, s, _)| s).collect();
@@ -201,7 +231,7 @@ fn order(policy: Policy, kept: &mut Vec<(usize, Step, u32)>, latency: &LatencyTr
 mod tests {
     use super::*;
     use crate::route::CandidateConfig;
-    use genroute_core::{Money, ModelId, ProviderId, QuoteSource};
+    use genroute_core::{ModelId, Money, ProviderId, QuoteSource};
     use std::time::Duration;
 
     fn target(p: &str) -> ModelRef {
@@ -221,11 +251,20 @@ mod tests {
     }
 
     fn assess(p: &str, cu: i64, tier: Tier) -> Assessment {
-        Assessment { target: target(p), tier, weight: 1, quote: Ok(quote(p, cu)), available: true }
+        Assessment {
+            target: target(p),
+            tier,
+            weight: 1,
+            quote: Ok(quote(p, cu)),
+            available: true,
+        }
     }
 
     fn route(policy: Policy) -> RouteConfig {
-        let mut r = RouteConfig::new(vec![CandidateConfig::new(ProviderId::new("x").unwrap(), ModelId::new("m").unwrap())]);
+        let mut r = RouteConfig::new(vec![CandidateConfig::new(
+            ProviderId::new("x").unwrap(),
+            ModelId::new("m").unwrap(),
+        )]);
         r.policy = policy;
         r
     }
@@ -240,7 +279,13 @@ mod tests {
         let j = Jitter::with_seed(1);
         let mut r = route(Policy::Priority);
         r.allow_escalation = true;
-        let a = || vec![assess("a", 30, Tier::Standard), assess("b", 10, Tier::Standard), assess("c", 20, Tier::Standard)];
+        let a = || {
+            vec![
+                assess("a", 30, Tier::Standard),
+                assess("b", 10, Tier::Standard),
+                assess("c", 20, Tier::Standard),
+            ]
+        };
         assert_eq!(names(&plan(&r, a(), None, &l, &j)), ["a", "b", "c"]);
         r.policy = Policy::Cheapest;
         assert_eq!(names(&plan(&r, a(), None, &l, &j)), ["b", "c", "a"]);
@@ -252,8 +297,15 @@ mod tests {
         l.observe(&target("a"), Duration::from_millis(500));
         l.observe(&target("b"), Duration::from_millis(100));
         let r = route(Policy::LatencyAware);
-        let a = vec![assess("a", 10, Tier::Standard), assess("b", 10, Tier::Standard), assess("c", 10, Tier::Standard)];
-        assert_eq!(names(&plan(&r, a, None, &l, &Jitter::with_seed(1))), ["c", "b", "a"]);
+        let a = vec![
+            assess("a", 10, Tier::Standard),
+            assess("b", 10, Tier::Standard),
+            assess("c", 10, Tier::Standard),
+        ];
+        assert_eq!(
+            names(&plan(&r, a, None, &l, &Jitter::with_seed(1))),
+            ["c", "b", "a"]
+        );
     }
 
     #[test]
@@ -271,7 +323,10 @@ mod tests {
                 first_heavy += 1;
             }
         }
-        assert!((850..=950).contains(&first_heavy), "expected ≈900 of 1000, got {first_heavy}");
+        assert!(
+            (850..=950).contains(&first_heavy),
+            "expected ≈900 of 1000, got {first_heavy}"
+        );
     }
 
     #[test]
@@ -286,7 +341,9 @@ mod tests {
             target: target("nop"),
             tier: Tier::Standard,
             weight: 1,
-            quote: Err(DropReason::Unsupported { detail: "kind".into() }),
+            quote: Err(DropReason::Unsupported {
+                detail: "kind".into(),
+            }),
             available: true,
         };
         let p = plan(
@@ -304,21 +361,51 @@ mod tests {
             &j,
         );
         assert_eq!(names(&p), ["ok"]);
-        let reasons: Vec<(String, DropReason)> =
-            p.dropped.iter().map(|(t, r)| (t.provider.to_string(), r.clone())).collect();
+        let reasons: Vec<(String, DropReason)> = p
+            .dropped
+            .iter()
+            .map(|(t, r)| (t.provider.to_string(), r.clone()))
+            .collect();
         assert_eq!(
             reasons,
             vec![
-                ("nop".into(), DropReason::Unsupported { detail: "kind".into() }),
+                (
+                    "nop".into(),
+                    DropReason::Unsupported {
+                        detail: "kind".into()
+                    }
+                ),
                 ("down".into(), DropReason::BreakerOpen),
-                ("pricey".into(), DropReason::Escalation { quote_cu: Decimal::from(16), limit_cu: Decimal::from(15) }),
-                ("premium".into(), DropReason::HigherTier { tier: Tier::Premium, primary: Tier::Standard }),
-                ("huge".into(), DropReason::OverCeiling { quote_cu: Decimal::from(100), ceiling_cu: Decimal::from(50) }),
+                (
+                    "pricey".into(),
+                    DropReason::Escalation {
+                        quote_cu: Decimal::from(16),
+                        limit_cu: Decimal::from(15)
+                    }
+                ),
+                (
+                    "premium".into(),
+                    DropReason::HigherTier {
+                        tier: Tier::Premium,
+                        primary: Tier::Standard
+                    }
+                ),
+                (
+                    "huge".into(),
+                    DropReason::OverCeiling {
+                        quote_cu: Decimal::from(100),
+                        ceiling_cu: Decimal::from(50)
+                    }
+                ),
             ]
         );
         // The primary ("down", breaker open) still anchors escalation: its outage does not let a pricier
         // fallback through.
-        assert!(p.dropped.iter().any(|(_, r)| matches!(r, DropReason::Escalation { .. })));
+        assert!(
+            p.dropped
+                .iter()
+                .any(|(_, r)| matches!(r, DropReason::Escalation { .. }))
+        );
     }
 
     #[test]

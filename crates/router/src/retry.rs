@@ -42,7 +42,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The exponential ceiling for retry number `retry` (1-based): `base × 2^(retry-1)`, capped.
     pub fn ceiling(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry.saturating_sub(1).min(30)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(retry.saturating_sub(1).min(30))
+            .unwrap_or(u32::MAX);
         self.base_delay.saturating_mul(factor).min(self.max_delay)
     }
 
@@ -111,7 +113,11 @@ pub struct RetryBudgetConfig {
 
 impl Default for RetryBudgetConfig {
     fn default() -> Self {
-        Self { retry_ratio: 0.2, min_per_second: 10, ttl: Duration::from_secs(10) }
+        Self {
+            retry_ratio: 0.2,
+            min_per_second: 10,
+            ttl: Duration::from_secs(10),
+        }
     }
 }
 
@@ -163,12 +169,19 @@ mod tests {
         let delays: Vec<Duration> = (0..200).map(|_| p.delay(3, None, &j).unwrap()).collect();
         assert!(delays.iter().all(|d| *d <= p.ceiling(3)));
         let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
-        assert!(distinct.len() > 50, "full jitter should spread delays, got {}", distinct.len());
+        assert!(
+            distinct.len() > 50,
+            "full jitter should spread delays, got {}",
+            distinct.len()
+        );
     }
 
     #[test]
     fn retry_after_is_a_floor_and_too_long_means_fail_over() {
-        let p = RetryPolicy { max_retry_after: Duration::from_secs(5), ..RetryPolicy::default() };
+        let p = RetryPolicy {
+            max_retry_after: Duration::from_secs(5),
+            ..RetryPolicy::default()
+        };
         let j = Jitter::with_seed(1);
         for _ in 0..50 {
             let d = p.delay(1, Some(Duration::from_secs(2)), &j).unwrap();
@@ -179,12 +192,19 @@ mod tests {
 
     #[test]
     fn budget_limits_retries_to_a_share_of_first_attempts() {
-        let b = RetryBudget::new(&RetryBudgetConfig { retry_ratio: 0.5, min_per_second: 0, ttl: Duration::from_secs(10) });
+        let b = RetryBudget::new(&RetryBudgetConfig {
+            retry_ratio: 0.5,
+            min_per_second: 0,
+            ttl: Duration::from_secs(10),
+        });
         for _ in 0..10 {
             b.deposit();
         }
         let allowed = (0..100).filter(|_| b.withdraw()).count();
-        assert!((4..=6).contains(&allowed), "about half of 10 deposits, got {allowed}");
+        assert!(
+            (4..=6).contains(&allowed),
+            "about half of 10 deposits, got {allowed}"
+        );
         assert!(!b.withdraw());
     }
 }

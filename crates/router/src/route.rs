@@ -58,7 +58,12 @@ fn one() -> u32 {
 impl CandidateConfig {
     /// A standard-tier candidate of weight 1.
     pub fn new(provider: ProviderId, model: ModelId) -> Self {
-        Self { provider, model, tier: Tier::Standard, weight: 1 }
+        Self {
+            provider,
+            model,
+            tier: Tier::Standard,
+            weight: 1,
+        }
     }
 
     /// Sets the tier.
@@ -211,7 +216,8 @@ impl RouteTable {
         routes: impl IntoIterator<Item = (String, RouteConfig)>,
         aliases: impl IntoIterator<Item = (String, AliasConfig)>,
     ) -> Result<Self, RouteError> {
-        let routes: HashMap<String, Arc<RouteConfig>> = routes.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        let routes: HashMap<String, Arc<RouteConfig>> =
+            routes.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         let aliases: HashMap<String, AliasConfig> = aliases.into_iter().collect();
         for (name, route) in &routes {
             if route.candidates.is_empty() {
@@ -222,9 +228,17 @@ impl RouteTable {
             }
         }
         for (alias, cfg) in &aliases {
-            for target in cfg.rules.iter().map(|r| &r.route).chain(std::iter::once(&cfg.default)) {
+            for target in cfg
+                .rules
+                .iter()
+                .map(|r| &r.route)
+                .chain(std::iter::once(&cfg.default))
+            {
                 if !routes.contains_key(target) {
-                    return Err(RouteError::Dangling { alias: alias.clone(), route: target.clone() });
+                    return Err(RouteError::Dangling {
+                        alias: alias.clone(),
+                        route: target.clone(),
+                    });
                 }
             }
         }
@@ -245,7 +259,10 @@ impl RouteTable {
                 .map_or(&alias.default, |r| &r.route),
             None => name,
         };
-        let route = self.routes.get(route_name).ok_or_else(|| RouteError::Unknown(name.to_owned()))?;
+        let route = self
+            .routes
+            .get(route_name)
+            .ok_or_else(|| RouteError::Unknown(name.to_owned()))?;
         Ok((route_name.to_owned(), Arc::clone(route)))
     }
 
@@ -268,7 +285,10 @@ impl LatencyTracker {
     /// Records a completed call's latency.
     pub fn observe(&self, target: &ModelRef, latency: Duration) {
         let sample = latency.as_secs_f64();
-        let mut map = self.ewma.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .ewma
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(target.clone())
             .and_modify(|v| *v = EWMA_ALPHA * sample + (1.0 - EWMA_ALPHA) * *v)
             .or_insert(sample);
@@ -276,7 +296,10 @@ impl LatencyTracker {
 
     /// The smoothed latency, if measured.
     pub fn get(&self, target: &ModelRef) -> Option<Duration> {
-        let map = self.ewma.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .ewma
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(target).map(|s| Duration::from_secs_f64(*s))
     }
 }
@@ -292,8 +315,14 @@ mod tests {
     fn table() -> RouteTable {
         RouteTable::new(
             [
-                ("premium".to_owned(), RouteConfig::new(vec![cand("a", "big").tier(Tier::Premium)])),
-                ("budget".to_owned(), RouteConfig::new(vec![cand("b", "small").tier(Tier::Budget)])),
+                (
+                    "premium".to_owned(),
+                    RouteConfig::new(vec![cand("a", "big").tier(Tier::Premium)]),
+                ),
+                (
+                    "budget".to_owned(),
+                    RouteConfig::new(vec![cand("b", "small").tier(Tier::Budget)]),
+                ),
             ],
             [(
                 "image".to_owned(),
@@ -317,22 +346,47 @@ mod tests {
         assert_eq!(t.resolve("image", &free).unwrap().0, "budget");
         assert_eq!(t.resolve("image", &pro).unwrap().0, "premium");
         assert_eq!(t.resolve("image", &BTreeMap::new()).unwrap().0, "premium");
-        assert_eq!(t.resolve("budget", &pro).unwrap().0, "budget", "a route name resolves to itself");
-        assert_eq!(t.resolve("nope", &pro).unwrap_err(), RouteError::Unknown("nope".into()));
+        assert_eq!(
+            t.resolve("budget", &pro).unwrap().0,
+            "budget",
+            "a route name resolves to itself"
+        );
+        assert_eq!(
+            t.resolve("nope", &pro).unwrap_err(),
+            RouteError::Unknown("nope".into())
+        );
     }
 
     #[test]
     fn table_validation() {
         let dangling = RouteTable::new(
             [("r".to_owned(), RouteConfig::new(vec![cand("a", "m")]))],
-            [("x".to_owned(), AliasConfig { rules: vec![], default: "missing".into() })],
+            [(
+                "x".to_owned(),
+                AliasConfig {
+                    rules: vec![],
+                    default: "missing".into(),
+                },
+            )],
         );
-        assert_eq!(dangling.unwrap_err(), RouteError::Dangling { alias: "x".into(), route: "missing".into() });
+        assert_eq!(
+            dangling.unwrap_err(),
+            RouteError::Dangling {
+                alias: "x".into(),
+                route: "missing".into()
+            }
+        );
         let empty = RouteTable::new([("r".to_owned(), RouteConfig::new(vec![]))], []);
         assert_eq!(empty.unwrap_err(), RouteError::Empty("r".into()));
         let both = RouteTable::new(
             [("r".to_owned(), RouteConfig::new(vec![cand("a", "m")]))],
-            [("r".to_owned(), AliasConfig { rules: vec![], default: "r".into() })],
+            [(
+                "r".to_owned(),
+                AliasConfig {
+                    rules: vec![],
+                    default: "r".into(),
+                },
+            )],
         );
         assert_eq!(both.unwrap_err(), RouteError::Ambiguous("r".into()));
     }

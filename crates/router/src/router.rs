@@ -6,8 +6,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use genroute_core::{
-    Billed, CallContext, Charge, CostSource, ErrorKind, Generation, IdempotencyKey, JobId, ModelRef, Money,
-    Provider, ProviderError, ProviderId, ProviderRequest, validate_request,
+    Billed, CallContext, Charge, CostSource, ErrorKind, IdempotencyKey, JobId, ModelRef, Money, Provider,
+    ProviderError, ProviderId, ProviderRequest, validate_request,
 };
 use genroute_ledger::{EntryMeta, Hold, Ledger, LedgerError, ReserveRequest};
 use genroute_pricing::PriceBook;
@@ -139,7 +139,9 @@ impl std::fmt::Debug for Router {
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 /// The running state of one job.
@@ -169,13 +171,25 @@ impl Router {
 
     /// Swaps in new routes and prices; jobs in flight finish on what they started with.
     pub fn reload(&self, routes: RouteTable, prices: PriceBook) {
-        *self.inner.routes.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routes);
-        *self.inner.prices.write().unwrap_or_else(std::sync::PoisonError::into_inner) = prices;
+        *self
+            .inner
+            .routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routes);
+        *self
+            .inner
+            .prices
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = prices;
     }
 
     /// The breaker of a deployment (created on first use).
     pub fn breaker(&self, target: &ModelRef) -> Arc<CircuitBreaker> {
-        let mut map = self.inner.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .inner
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::clone(
             map.entry(target.clone())
                 .or_insert_with(|| Arc::new(CircuitBreaker::new(self.inner.settings.breaker.clone()))),
@@ -187,15 +201,27 @@ impl Router {
         self.inner.latency.get(target)
     }
 
-    fn service(&self, target: &ModelRef, provider: &Arc<dyn Provider>, timeout: Option<Duration>) -> DeploymentService {
-        let mut map = self.inner.services.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn service(
+        &self,
+        target: &ModelRef,
+        provider: &Arc<dyn Provider>,
+        timeout: Option<Duration>,
+    ) -> DeploymentService {
+        let mut map = self
+            .inner
+            .services
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry((target.clone(), timeout))
             .or_insert_with(|| deployment_service(Arc::clone(provider), self.breaker(target), timeout))
             .clone()
     }
 
     /// Quotes every candidate of a route and plans the job, without spending anything (the dry run).
-    pub fn plan(&self, request: &GenerateRequest) -> Result<(String, Arc<RouteConfig>, crate::plan::Plan), RouterError> {
+    pub fn plan(
+        &self,
+        request: &GenerateRequest,
+    ) -> Result<(String, Arc<RouteConfig>, crate::plan::Plan), RouterError> {
         let routes = read(&self.inner.routes);
         let (route_name, route) = routes.resolve(&request.route, &request.metadata)?;
         let prices = read(&self.inner.prices);
@@ -206,17 +232,30 @@ impl Router {
             let quote = match providers.get(&c.provider) {
                 None => Err(DropReason::UnknownProvider),
                 Some(p) => {
-                    let req = ProviderRequest { model: c.model.clone(), job: request.job.clone() };
+                    let req = ProviderRequest {
+                        model: c.model.clone(),
+                        job: request.job.clone(),
+                    };
                     match validate_request(p.as_ref(), &req) {
-                        Err(e) => Err(DropReason::Unsupported { detail: e.message().to_owned() }),
+                        Err(e) => Err(DropReason::Unsupported {
+                            detail: e.message().to_owned(),
+                        }),
                         Ok(_) => prices
                             .quote(&target, &request.job)
-                            .map_err(|e| DropReason::NotPriced { detail: e.to_string() }),
+                            .map_err(|e| DropReason::NotPriced {
+                                detail: e.to_string(),
+                            }),
                     }
                 }
             };
             let available = self.breaker(&target).is_available();
-            assessments.push(Assessment { target, tier: c.tier, weight: c.weight, quote, available });
+            assessments.push(Assessment {
+                target,
+                tier: c.tier,
+                weight: c.weight,
+                quote,
+                available,
+            });
         }
         let ceiling = [route.cost_ceiling.as_ref(), request.limits.cost_ceiling.as_ref()]
             .into_iter()
@@ -225,7 +264,13 @@ impl Router {
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
             .min();
-        let plan = plan(&route, assessments, ceiling, &self.inner.latency, &self.inner.jitter);
+        let plan = plan(
+            &route,
+            assessments,
+            ceiling,
+            &self.inner.latency,
+            &self.inner.jitter,
+        );
         Ok((route_name, route, plan))
     }
 
@@ -235,7 +280,10 @@ impl Router {
         let deadline = request.limits.deadline.map(|d| started + d);
         let (route_name, route, plan) = self.plan(&request)?;
         if plan.steps.is_empty() {
-            return Err(RouterError::NoCandidate { route: route_name, dropped: plan.dropped });
+            return Err(RouterError::NoCandidate {
+                route: route_name,
+                dropped: plan.dropped,
+            });
         }
         let prices = read(&self.inner.prices);
         let max_spend_cu = match &request.limits.max_spend {
@@ -269,19 +317,26 @@ impl Router {
         let mut last_error: Option<ProviderError> = None;
 
         'candidates: for step in &plan.steps {
-            let Some(provider) = providers.get(&step.target.provider) else { continue };
+            let Some(provider) = providers.get(&step.target.provider) else {
+                continue;
+            };
             let service = self.service(&step.target, provider, route.attempt_timeout);
-            let provider_request =
-                Arc::new(ProviderRequest { model: step.target.model.clone(), job: request_arc.job.clone() });
+            let provider_request = Arc::new(ProviderRequest {
+                model: step.target.model.clone(),
+                job: request_arc.job.clone(),
+            });
             let mut retries = 0u32;
             // A hold kept open while an earlier create of unknown outcome is resumed (never re-created).
             let mut resume: Option<(String, Hold)> = None;
             loop {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     if let Some((_, hold)) = resume.take() {
-                        self.settle_conservatively(&mut state, step, &hold, &request_arc, "deadline").await?;
+                        self.settle_conservatively(&mut state, step, &hold, &request_arc, "deadline")
+                            .await?;
                     }
-                    return Err(RouterError::Deadline { attempts: state.attempts });
+                    return Err(RouterError::Deadline {
+                        attempts: state.attempts,
+                    });
                 }
                 let (hold, resume_id) = match resume.take() {
                     Some((id, hold)) => (hold, Some(id)),
@@ -301,7 +356,10 @@ impl Router {
                             Ok(hold) => (hold, None),
                             Err(LedgerError::Denied(denial)) => {
                                 self.record_denied(&mut state, step, &request_arc, &denial.scope.to_string());
-                                return Err(RouterError::BudgetExceeded { denial, attempts: state.attempts });
+                                return Err(RouterError::BudgetExceeded {
+                                    denial,
+                                    attempts: state.attempts,
+                                });
                             }
                             Err(e) => return Err(RouterError::Ledger(e)),
                         }
@@ -336,9 +394,12 @@ impl Router {
                 match result {
                     Ok(mut generation) => {
                         self.inner.latency.observe(&step.target, latency);
-                        let charge = prices.charge(&step.target, &request_arc.job, &generation).unwrap_or_else(|_| {
-                            Charge { amount: step.quote.cost.clone(), source: CostSource::ConservativeEstimate }
-                        });
+                        let charge = prices
+                            .charge(&step.target, &request_arc.job, &generation)
+                            .unwrap_or_else(|_| Charge {
+                                amount: step.quote.cost.clone(),
+                                source: CostSource::ConservativeEstimate,
+                            });
                         let cu = prices.to_cu(&charge.amount).map_or(step.quote_cu, |m| m.amount());
                         self.settle(&hold, cu).await?;
                         state.spend_cu += cu;
@@ -349,8 +410,21 @@ impl Router {
                         };
                         match verdict {
                             GateVerdict::Accept => {
-                                let outputs = u32::try_from(generation.outputs.len()).unwrap_or(u32::MAX).max(1);
-                                self.record(&mut state, step, &request_arc, AttemptOutcome::Success, Some(charge), cu, latency, None, None, outputs, &span);
+                                let outputs =
+                                    u32::try_from(generation.outputs.len()).unwrap_or(u32::MAX).max(1);
+                                self.record(
+                                    &mut state,
+                                    step,
+                                    &request_arc,
+                                    AttemptOutcome::Success,
+                                    Some(charge),
+                                    cu,
+                                    latency,
+                                    None,
+                                    None,
+                                    outputs,
+                                    &span,
+                                );
                                 let total = state.spend_cu;
                                 let per_output = total / Decimal::from(outputs);
                                 return Ok(Outcome {
@@ -369,9 +443,28 @@ impl Router {
                                 let retry = retries < route.retry.max_retries
                                     && started.elapsed() < route.retry.max_elapsed
                                     && self.inner.retry_budget.withdraw();
-                                let moved = if retry { "gate_rejected_retry" } else { "gate_rejected" };
-                                self.record(&mut state, step, &request_arc, AttemptOutcome::GateRejected, Some(charge), cu, latency, Some(moved.into()), None, 0, &span);
-                                last_error = Some(ProviderError::local(ErrorKind::Failed, format!("quality gate rejected the output: {reason}")));
+                                let moved = if retry {
+                                    "gate_rejected_retry"
+                                } else {
+                                    "gate_rejected"
+                                };
+                                self.record(
+                                    &mut state,
+                                    step,
+                                    &request_arc,
+                                    AttemptOutcome::GateRejected,
+                                    Some(charge),
+                                    cu,
+                                    latency,
+                                    Some(moved.into()),
+                                    None,
+                                    0,
+                                    &span,
+                                );
+                                last_error = Some(ProviderError::local(
+                                    ErrorKind::Failed,
+                                    format!("quality gate rejected the output: {reason}"),
+                                ));
                                 if retry {
                                     retries += 1;
                                     continue;
@@ -386,13 +479,16 @@ impl Router {
                         // A create whose outcome is unknown, with the upstream job id known: follow that job
                         // instead of creating another (never blindly resent).
                         let can_resume = unknown
-                            && matches!(kind, ErrorKind::Timeout | ErrorKind::Unavailable | ErrorKind::MalformedResponse)
+                            && matches!(
+                                kind,
+                                ErrorKind::Timeout | ErrorKind::Unavailable | ErrorKind::MalformedResponse
+                            )
                             && error.provider_job_id().is_some()
                             && deadline.is_none_or(|d| Instant::now() < d);
                         if can_resume && retries < route.retry.max_retries {
                             let id = error.provider_job_id().unwrap_or_default().to_owned();
                             retries += 1;
-                            self.record_pending(&mut state, step, &request_arc, kind, latency, &span, &error);
+                            note_resume(&span, kind, latency, &error);
                             resume = Some((id, hold));
                             continue;
                         }
@@ -409,11 +505,20 @@ impl Router {
                             Billed::Yes(m) => {
                                 let cu = prices.to_cu(m).map_or(step.quote_cu, |c| c.amount());
                                 self.settle(&hold, cu).await?;
-                                (Some(Charge { amount: m.clone(), source: CostSource::ProviderReported }), cu)
+                                (
+                                    Some(Charge {
+                                        amount: m.clone(),
+                                        source: CostSource::ProviderReported,
+                                    }),
+                                    cu,
+                                )
                             }
                             Billed::Unknown => {
                                 self.settle(&hold, step.quote_cu).await?;
-                                let c = Charge { amount: step.quote.cost.clone(), source: CostSource::ConservativeEstimate };
+                                let c = Charge {
+                                    amount: step.quote.cost.clone(),
+                                    source: CostSource::ConservativeEstimate,
+                                };
                                 (Some(c), step.quote_cu)
                             }
                         };
@@ -427,8 +532,22 @@ impl Router {
                             AttemptOutcome::Failed { error_type: kind }
                         };
                         if kind == ErrorKind::Cancelled {
-                            self.record(&mut state, step, &request_arc, outcome, charge, cu, latency, None, Some(error), 0, &span);
-                            return Err(RouterError::Deadline { attempts: state.attempts });
+                            self.record(
+                                &mut state,
+                                step,
+                                &request_arc,
+                                outcome,
+                                charge,
+                                cu,
+                                latency,
+                                None,
+                                Some(error),
+                                0,
+                                &span,
+                            );
+                            return Err(RouterError::Deadline {
+                                attempts: state.attempts,
+                            });
                         }
                         // Retry the same candidate?
                         let mut wait = None;
@@ -436,7 +555,10 @@ impl Router {
                             && retries < route.retry.max_retries
                             && started.elapsed() < route.retry.max_elapsed
                         {
-                            if let Some(delay) = route.retry.delay(retries + 1, error.retry_after_hint(), &self.inner.jitter)
+                            if let Some(delay) =
+                                route
+                                    .retry
+                                    .delay(retries + 1, error.retry_after_hint(), &self.inner.jitter)
                                 && deadline.is_none_or(|d| Instant::now() + delay < d)
                                 && self.inner.retry_budget.withdraw()
                             {
@@ -446,7 +568,11 @@ impl Router {
                         let decision = match (wait, kind) {
                             (Some(_), _) => Decision::Retry,
                             (None, ErrorKind::InvalidRequest) => Decision::Stop,
-                            (None, ErrorKind::ContentRejected) if route.on_content_rejection == OnContentRejection::Stop => Decision::Stop,
+                            (None, ErrorKind::ContentRejected)
+                                if route.on_content_rejection == OnContentRejection::Stop =>
+                            {
+                                Decision::Stop
+                            }
                             _ => Decision::Failover,
                         };
                         let moved = match decision {
@@ -454,7 +580,19 @@ impl Router {
                             Decision::Failover => Some(kind.as_str().to_owned()),
                             Decision::Stop => None,
                         };
-                        self.record(&mut state, step, &request_arc, outcome, charge, cu, latency, moved, Some(error.clone()), 0, &span);
+                        self.record(
+                            &mut state,
+                            step,
+                            &request_arc,
+                            outcome,
+                            charge,
+                            cu,
+                            latency,
+                            moved,
+                            Some(error.clone()),
+                            0,
+                            &span,
+                        );
                         match decision {
                             Decision::Retry => {
                                 retries += 1;
@@ -462,7 +600,12 @@ impl Router {
                                     tokio::time::sleep(delay).await;
                                 }
                             }
-                            Decision::Stop => return Err(RouterError::Stopped { error, attempts: state.attempts }),
+                            Decision::Stop => {
+                                return Err(RouterError::Stopped {
+                                    error,
+                                    attempts: state.attempts,
+                                });
+                            }
                             Decision::Failover => {
                                 last_error = Some(error);
                                 continue 'candidates;
@@ -507,11 +650,20 @@ impl Router {
     }
 
     async fn settle(&self, hold: &Hold, cu: Decimal) -> Result<(), RouterError> {
-        self.inner.ledger.settle(&hold.id, &Money::cu(cu)).await.map(|_| ()).map_err(RouterError::Ledger)
+        self.inner
+            .ledger
+            .settle(&hold.id, &Money::cu(cu))
+            .await
+            .map(|_| ())
+            .map_err(RouterError::Ledger)
     }
 
     async fn release(&self, hold: &Hold) -> Result<(), RouterError> {
-        self.inner.ledger.release(&hold.id).await.map_err(RouterError::Ledger)
+        self.inner
+            .ledger
+            .release(&hold.id)
+            .await
+            .map_err(RouterError::Ledger)
     }
 
     async fn settle_conservatively(
@@ -525,35 +677,44 @@ impl Router {
         self.settle(hold, step.quote_cu).await?;
         state.spend_cu += step.quote_cu;
         state.retry_spend_cu += step.quote_cu;
-        let charge = Charge { amount: step.quote.cost.clone(), source: CostSource::ConservativeEstimate };
+        let charge = Charge {
+            amount: step.quote.cost.clone(),
+            source: CostSource::ConservativeEstimate,
+        };
         let span = tracing::Span::current();
-        self.record(state, step, request, AttemptOutcome::OutcomeUnknown, Some(charge), step.quote_cu, Duration::ZERO, Some(why.to_owned()), None, 0, &span);
+        self.record(
+            state,
+            step,
+            request,
+            AttemptOutcome::OutcomeUnknown,
+            Some(charge),
+            step.quote_cu,
+            Duration::ZERO,
+            Some(why.to_owned()),
+            None,
+            0,
+            &span,
+        );
         Ok(())
     }
 
     fn record_denied(&self, state: &mut JobState, step: &Step, request: &GenerateRequest, scope: &str) {
         let span = tracing::Span::current();
-        let mut event = self.event(state, step, request, AttemptOutcome::BudgetDenied, None, Decimal::ZERO, Duration::ZERO, None, 0);
-        event.budget_decision = BudgetDecision::Denied { scope: scope.to_owned() };
+        let mut event = self.event(
+            state,
+            step,
+            request,
+            AttemptOutcome::BudgetDenied,
+            None,
+            Decimal::ZERO,
+            Duration::ZERO,
+            None,
+            0,
+        );
+        event.budget_decision = BudgetDecision::Denied {
+            scope: scope.to_owned(),
+        };
         self.emit(state, step, event, None, &span);
-    }
-
-    fn record_pending(
-        &self,
-        state: &mut JobState,
-        step: &Step,
-        request: &GenerateRequest,
-        kind: ErrorKind,
-        latency: Duration,
-        span: &tracing::Span,
-        error: &ProviderError,
-    ) {
-        // The attempt is not over: its hold stays open and its upstream job is resumed. Only the span hears
-        // about the interruption; the cost event comes when the attempt settles.
-        span.in_scope(|| {
-            tracing::warn!(error.type = kind.as_str(), latency_ms = latency.as_millis() as u64, provider_job_id = error.provider_job_id(), "outcome unknown; resuming the upstream job");
-        });
-        let _ = (state, step, request);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -571,7 +732,9 @@ impl Router {
         outputs: u32,
         span: &tracing::Span,
     ) {
-        let event = self.event(state, step, request, outcome, charge, cu, latency, moved_on, outputs);
+        let event = self.event(
+            state, step, request, outcome, charge, cu, latency, moved_on, outputs,
+        );
         self.emit(state, step, event, error, span);
     }
 
@@ -617,7 +780,14 @@ impl Router {
         }
     }
 
-    fn emit(&self, state: &mut JobState, step: &Step, event: AttemptEvent, error: Option<ProviderError>, span: &tracing::Span) {
+    fn emit(
+        &self,
+        state: &mut JobState,
+        step: &Step,
+        event: AttemptEvent,
+        error: Option<ProviderError>,
+        span: &tracing::Span,
+    ) {
         genroute_telemetry::record_attempt(span, &event);
         if let Some(sink) = &self.inner.sink {
             sink.record(&event);
@@ -663,6 +833,15 @@ impl Service<GenerateRequest> for Router {
     }
 }
 
-// Keep `Generation` in scope for docs linking.
-#[allow(dead_code)]
-type _Gen = Generation;
+/// The attempt is not over: its hold stays open and its upstream job is resumed. Only the span hears about
+/// the interruption; the cost event comes when the attempt settles.
+fn note_resume(span: &tracing::Span, kind: ErrorKind, latency: Duration, error: &ProviderError) {
+    span.in_scope(|| {
+        tracing::warn!(
+            error.type = kind.as_str(),
+            latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            provider_job_id = error.provider_job_id(),
+            "outcome unknown; resuming the upstream job instead of creating another"
+        );
+    });
+}

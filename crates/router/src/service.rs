@@ -84,7 +84,10 @@ impl TimeoutLayer {
 impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Timeout { inner, attempt_timeout: self.attempt_timeout }
+        Timeout {
+            inner,
+            attempt_timeout: self.attempt_timeout,
+        }
     }
 }
 
@@ -126,8 +129,10 @@ where
                     format!("the job's deadline passed after {limit:?}; the call was cancelled"),
                 )
                 .billed(Billed::Unknown)),
-                Err(_) => Err(ProviderError::new(ErrorKind::Timeout, format!("no answer within {limit:?}"))
-                    .billed(Billed::Unknown)),
+                Err(_) => Err(
+                    ProviderError::new(ErrorKind::Timeout, format!("no answer within {limit:?}"))
+                        .billed(Billed::Unknown),
+                ),
             }
         })
     }
@@ -149,7 +154,10 @@ impl BreakerLayer {
 impl<S> Layer<S> for BreakerLayer {
     type Service = Breaker<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Breaker { inner, breaker: Arc::clone(&self.breaker) }
+        Breaker {
+            inner,
+            breaker: Arc::clone(&self.breaker),
+        }
     }
 }
 
@@ -176,7 +184,10 @@ where
     fn call(&mut self, req: AttemptRequest) -> Self::Future {
         let Some(permit) = self.breaker.try_acquire() else {
             return Box::pin(async {
-                Err(ProviderError::local(ErrorKind::Unavailable, "circuit breaker open: call not sent"))
+                Err(ProviderError::local(
+                    ErrorKind::Unavailable,
+                    "circuit breaker open: call not sent",
+                ))
             });
         };
         let breaker = Arc::clone(&self.breaker);

@@ -44,11 +44,20 @@ impl ScriptedProvider {
     pub fn new(id: &str, models: &[&str], script: Vec<Step>) -> Result<Arc<Self>, genroute_core::IdError> {
         let mut caps = Capabilities::new([Operation::ImageGeneration, Operation::VideoGeneration]);
         caps.max_outputs = 4;
-        caps.sizes = Some(SizeSupport::Range { min: 64, max: 4096, multiple_of: 1 });
+        caps.sizes = Some(SizeSupport::Range {
+            min: 64,
+            max: 4096,
+            multiple_of: 1,
+        });
         caps.max_steps = Some(150);
         let models = models
             .iter()
-            .map(|m| Ok(ModelInfo { id: ModelId::new(m)?, capabilities: caps.clone() }))
+            .map(|m| {
+                Ok(ModelInfo {
+                    id: ModelId::new(m)?,
+                    capabilities: caps.clone(),
+                })
+            })
             .collect::<Result<Vec<_>, genroute_core::IdError>>()?;
         let last = script.last().cloned().unwrap_or(Step::Succeed);
         Ok(Arc::new(Self {
@@ -72,10 +81,17 @@ impl ScriptedProvider {
     }
 
     fn next(&self) -> Step {
-        let mut script = self.script.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut script = self
+            .script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match script.pop_front() {
             Some(step) => step,
-            None => self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+            None => self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
     }
 
@@ -86,7 +102,12 @@ impl ScriptedProvider {
                 Step::Succeed => {
                     let n = request.job.output_count();
                     let outputs = (0..n)
-                        .map(|i| Asset::url(format!("https://fake.invalid/{}/{i}.png", self.id), Some("image/png".into())))
+                        .map(|i| {
+                            Asset::url(
+                                format!("https://fake.invalid/{}/{i}.png", self.id),
+                                Some("image/png".into()),
+                            )
+                        })
                         .collect();
                     let mut g = Generation::new(outputs);
                     g.provider_job_id = Some(format!("{}-{}", self.id, self.calls()));
@@ -113,7 +134,11 @@ impl Provider for ScriptedProvider {
         &self.models
     }
 
-    async fn generate(&self, request: &ProviderRequest, _ctx: &CallContext) -> Result<Generation, ProviderError> {
+    async fn generate(
+        &self,
+        request: &ProviderRequest,
+        _ctx: &CallContext,
+    ) -> Result<Generation, ProviderError> {
         validate_request(self, request)?;
         self.calls.fetch_add(1, Ordering::SeqCst);
         let step = self.next();
