@@ -271,6 +271,27 @@ impl HttpClient {
         self.auth.apply(self.client.request(method, url))
     }
 
+    /// [`HttpClient::send`] bounded by the call's deadline (if any): past it, a `Timeout` error with billing
+    /// unknown (the provider may have received the request). Use it for synchronous creates.
+    pub async fn send_within(
+        &self,
+        ctx: &genroute_core::CallContext,
+        request: reqwest::RequestBuilder,
+    ) -> Result<RawResponse, ProviderError> {
+        match ctx.remaining() {
+            None => self.send(request).await,
+            Some(left) => tokio::time::timeout(left, self.send(request))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ProviderError::new(
+                        ErrorKind::Timeout,
+                        format!("no answer within the deadline ({left:?})"),
+                    )
+                    .billed(Billed::Unknown))
+                }),
+        }
+    }
+
     /// Sends a request once and reads the body within the limit. Any HTTP status is returned as is: the
     /// adapter's `parse_error` classifies non-success statuses. Transport failures are classified by
     /// [`transport_error`].

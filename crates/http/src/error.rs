@@ -23,4 +23,13 @@ pub enum HttpError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// Any other invalid adapter setting (an identifier, a range).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl From<genroute_core::IdError> for HttpError {
+    fn from(e: genroute_core::IdError) -> Self {
+        HttpError::InvalidConfig(e.to_string())
+    }
 }

@@ -187,3 +187,22 @@ async fn cancel_guard_sends_the_cancel_when_dropped() {
     }
     server.verify().await;
 }
+
+#[tokio::test]
+async fn send_within_stops_at_the_call_deadline() {
+    use genroute_core::{CallContext, Caller, JobId, TeamId};
+    let server = MockServer::start().await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&server)
+        .await;
+    let c = client(&server, HttpConfig::default());
+    let ctx = CallContext::new(JobId::new("j").unwrap(), Caller::team(TeamId::new("t").unwrap()))
+        .with_timeout(Duration::from_millis(100));
+    let err = c
+        .send_within(&ctx, c.request(Method::POST, c.endpoint("slow").unwrap()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(err.billing(), &Billed::Unknown);
+}
