@@ -710,11 +710,14 @@ fn charge_source_selection() {
     );
     // With an explanation.
     let (c, lines) = book
-        .charge_explained(&t("elevenlabs", "eleven_v3"), &speech(1), &{
-            let mut u = genroute_core::Usage::default();
-            u.characters = Some(1000);
-            u
-        })
+        .charge_explained(
+            &t("elevenlabs", "eleven_v3"),
+            &speech(1),
+            &genroute_core::Usage {
+                characters: Some(1000),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(c.amount.amount(), d("0.1"));
     assert!(
