@@ -379,3 +379,21 @@ fn builtin_catalogs_parse_and_every_price_is_dated() {
     assert_eq!(scenario.list_names(), ["cu", "legacy_usd"]);
     assert!(genroute_pricing::builtin::catalog("nope").is_none());
 }
+
+#[test]
+fn prices_may_be_strings_integers_or_floats_and_stay_exact() {
+    let text = format!(
+        "{HEAD}[models.s]\nkind = \"fixed\"\nprice = \"0.025\"\n[models.i]\nkind = \"fixed\"\nprice = 3\n[models.f]\nkind = \"fixed\"\nprice = 0.1\n"
+    );
+    let book = PriceBook::builder()
+        .catalog(Catalog::from_toml(&text, "p.toml").unwrap())
+        .build()
+        .unwrap();
+    for (m, want) in [("s", "0.025"), ("i", "3"), ("f", "0.1")] {
+        assert_eq!(
+            book.quote(&t("p", m), &img(8, 8)).unwrap().cost,
+            Money::usd(d(want)),
+            "{m}"
+        );
+    }
+}
