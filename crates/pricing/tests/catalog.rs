@@ -397,3 +397,24 @@ fn prices_may_be_strings_integers_or_floats_and_stay_exact() {
         );
     }
 }
+
+#[test]
+fn key_paths_survive_non_ascii_text() {
+    let e = parse_err(&format!(
+        "{HEAD}# prix × sortie — «tarif»\n[models.\"modèle/é\"]\nkind = \"fixed\" # ×\nprïce = 1\n"
+    ));
+    assert_eq!(e.problem, CatalogProblem::Syntax, "{e}");
+    assert_eq!(e.line, Some(7));
+    let e = parse_err(&format!(
+        "{HEAD}# prix × sortie\n[models.\"modèle/é\"]\nkind = \"fixed\" # ×\ncoût = 1\n"
+    ));
+    assert!(
+        matches!(e.problem, CatalogProblem::UnknownField | CatalogProblem::Syntax),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(7));
+    let e = parse_err(&format!(
+        "{HEAD}[models.\"modèle/é\"]\nkind = \"fixed\"\nprice = -2\n"
+    ));
+    assert_eq!(e.key, "models.\"modèle/é\".price");
+}
