@@ -431,7 +431,7 @@ impl CurrencySink for Lines {
     }
 }
 
-struct Priced {
+struct Figures {
     cost: Money,
     cost_cu: Option<Money>,
     high_cost: bool,
@@ -627,7 +627,7 @@ impl PriceBook {
         job: &Job,
         usage: Option<&Usage>,
         sink: &mut S,
-    ) -> Result<Priced, PricingError> {
+    ) -> Result<Figures, PricingError> {
         let price = &*entry.price;
         let list = &*entry.list;
         let rule = &price.rule;
@@ -804,7 +804,7 @@ impl PriceBook {
                 }
             }
         };
-        Ok(Priced {
+        Ok(Figures {
             cost,
             cost_cu,
             high_cost,

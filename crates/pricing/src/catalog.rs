@@ -294,7 +294,10 @@ pub(crate) fn key_segment(k: &str) -> String {
 /// Best-effort dotted key path of the value at `offset`: the table header in force there, the key of the
 /// line, and the key under the offset when it sits inside an inline table.
 fn key_path_at(text: &str, offset: usize) -> String {
-    let offset = offset.min(text.len());
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let mut header = String::new();
     let mut line_start = 0;
     for line in text[..offset].split_inclusive('\n') {

@@ -286,10 +286,12 @@ impl<'a> Facts<'a> {
             Job::Video(v) => v.resolution().map(|d| (d.width(), d.height())),
             Job::Audio(_) => None,
         };
+        // `auto` (OpenAI's default) leaves the choice to the provider: price the catalog's default.
         let quality = job
             .extras()
             .get("quality")
             .and_then(|v| v.as_str())
+            .filter(|q| !q.eq_ignore_ascii_case("auto"))
             .or(default_quality);
         Facts {
             job,

@@ -379,3 +379,42 @@ fn builtin_catalogs_parse_and_every_price_is_dated() {
     assert_eq!(scenario.list_names(), ["cu", "legacy_usd"]);
     assert!(genroute_pricing::builtin::catalog("nope").is_none());
 }
+
+#[test]
+fn prices_may_be_strings_integers_or_floats_and_stay_exact() {
+    let text = format!(
+        "{HEAD}[models.s]\nkind = \"fixed\"\nprice = \"0.025\"\n[models.i]\nkind = \"fixed\"\nprice = 3\n[models.f]\nkind = \"fixed\"\nprice = 0.1\n"
+    );
+    let book = PriceBook::builder()
+        .catalog(Catalog::from_toml(&text, "p.toml").unwrap())
+        .build()
+        .unwrap();
+    for (m, want) in [("s", "0.025"), ("i", "3"), ("f", "0.1")] {
+        assert_eq!(
+            book.quote(&t("p", m), &img(8, 8)).unwrap().cost,
+            Money::usd(d(want)),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn key_paths_survive_non_ascii_text() {
+    let e = parse_err(&format!(
+        "{HEAD}# prix × sortie — «tarif»\n[models.\"modèle/é\"]\nkind = \"fixed\" # ×\nprïce = 1\n"
+    ));
+    assert_eq!(e.problem, CatalogProblem::Syntax, "{e}");
+    assert_eq!(e.line, Some(7));
+    let e = parse_err(&format!(
+        "{HEAD}# prix × sortie\n[models.\"modèle/é\"]\nkind = \"fixed\" # ×\ncoût = 1\n"
+    ));
+    assert!(
+        matches!(e.problem, CatalogProblem::UnknownField | CatalogProblem::Syntax),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(7));
+    let e = parse_err(&format!(
+        "{HEAD}[models.\"modèle/é\"]\nkind = \"fixed\"\nprice = -2\n"
+    ));
+    assert_eq!(e.key, "models.\"modèle/é\".price");
+}

@@ -100,6 +100,11 @@ proptest! {
                         prop_assert!(!q.cost.is_negative(), "{target}: {}", q.explain());
                         prop_assert!(q.cost_cu.as_ref().is_none_or(|c| !c.is_negative()));
                         prop_assert!(!q.lines.is_empty());
+                        // The fast path computes the very same figures.
+                        let fast = book.quote_amount(target, job).unwrap();
+                        prop_assert_eq!(&fast.cost, &q.cost);
+                        prop_assert_eq!(&fast.cost_cu, &q.cost_cu);
+                        prop_assert_eq!(fast.high_cost, q.high_cost);
                     }
                 }
             }

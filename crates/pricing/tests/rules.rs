@@ -254,6 +254,20 @@ fn per_token_quotes_from_the_output_token_table() {
         book.quote(&gpt, &img(1024, 1024, 1)).unwrap().cost.amount(),
         d("0.16643")
     );
+    // `auto` is priced as the default quality.
+    let auto: Job = ImageJobSpec::new("a red fox in the snow")
+        .extra("quality", "auto".into())
+        .build()
+        .unwrap()
+        .into();
+    assert_eq!(book.quote(&gpt, &auto).unwrap().cost.amount(), d("0.16643"));
+    // A size the token table does not list is refused, not guessed.
+    let err = book.quote(&gpt, &img(512, 512, 1)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no output-token entry for quality \"high\" at 512x512"),
+        "{err}"
+    );
     // Two low-quality images: 2 × 272 × 40/1M + text.
     let low: Job = ImageJobSpec::new("a red fox in the snow")
         .count(2)
@@ -710,11 +724,14 @@ fn charge_source_selection() {
     );
     // With an explanation.
     let (c, lines) = book
-        .charge_explained(&t("elevenlabs", "eleven_v3"), &speech(1), &{
-            let mut u = genroute_core::Usage::default();
-            u.characters = Some(1000);
-            u
-        })
+        .charge_explained(
+            &t("elevenlabs", "eleven_v3"),
+            &speech(1),
+            &genroute_core::Usage {
+                characters: Some(1000),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(c.amount.amount(), d("0.1"));
     assert!(
