@@ -23,8 +23,10 @@ use crate::event::{AttemptEvent, AttemptOutcome, BudgetDecision, CostSink, Outco
 /// Version written in every line's `v` field.
 pub const COST_LOG_VERSION: u32 = 1;
 
-/// When buffered lines reach the file (and, with `fsync`, the disk).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// When buffered lines reach the file (and, with `fsync`, the disk). In a config file:
+/// `flush = { mode = "batch", lines = 64, interval = "1s" }`, `{ mode = "every_line" }`, `{ mode = "on_close" }`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FlushPolicy {
     /// After every line. Lines that arrive together are written together (group commit), so a burst costs
     /// one write (and one fsync), not one per line.
@@ -34,14 +36,16 @@ pub enum FlushPolicy {
         /// Pending lines that trigger a write.
         lines: usize,
         /// Longest a line waits.
+        #[serde(with = "humantime_serde")]
         interval: Duration,
     },
     /// Only on [`JsonlCostLog::flush`], close or drop (and whenever 1 MiB is pending, to bound memory).
     OnClose,
 }
 
-/// How a [`JsonlCostLog`] writes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// How a [`JsonlCostLog`] writes. Deserialisable (strict; missing fields take the defaults).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CostLogOptions {
     /// When lines are written.
     pub flush: FlushPolicy,
@@ -828,5 +832,32 @@ impl CostSummary {
             .or_default()
             .add(record)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_deserialise_from_config() {
+        let options: CostLogOptions = serde_json::from_value(serde_json::json!({
+            "flush": {"mode": "batch", "lines": 10, "interval": "250ms"},
+            "fsync": true
+        }))
+        .unwrap();
+        assert_eq!(
+            options.flush,
+            FlushPolicy::Batch {
+                lines: 10,
+                interval: Duration::from_millis(250)
+            }
+        );
+        assert!(options.fsync);
+        assert_eq!(options.capacity, CostLogOptions::default().capacity);
+        let every: CostLogOptions =
+            serde_json::from_value(serde_json::json!({"flush": {"mode": "every_line"}})).unwrap();
+        assert_eq!(every.flush, FlushPolicy::EveryLine);
+        assert!(serde_json::from_value::<CostLogOptions>(serde_json::json!({"fsynk": true})).is_err());
     }
 }
