@@ -23,8 +23,10 @@ use crate::event::{AttemptEvent, AttemptOutcome, BudgetDecision, CostSink, Outco
 /// Version written in every line's `v` field.
 pub const COST_LOG_VERSION: u32 = 1;
 
-/// When buffered lines reach the file (and, with `fsync`, the disk).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// When buffered lines reach the file (and, with `fsync`, the disk). In a config file:
+/// `flush = { mode = "batch", lines = 64, interval = "1s" }`, `{ mode = "every_line" }`, `{ mode = "on_close" }`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FlushPolicy {
     /// After every line. Lines that arrive together are written together (group commit), so a burst costs
     /// one write (and one fsync), not one per line.
@@ -34,14 +36,16 @@ pub enum FlushPolicy {
         /// Pending lines that trigger a write.
         lines: usize,
         /// Longest a line waits.
+        #[serde(with = "humantime_serde")]
         interval: Duration,
     },
     /// Only on [`JsonlCostLog::flush`], close or drop (and whenever 1 MiB is pending, to bound memory).
     OnClose,
 }
 
-/// How a [`JsonlCostLog`] writes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// How a [`JsonlCostLog`] writes. Deserialisable (strict; missing fields take the defaults).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CostLogOptions {
     /// When lines are written.
     pub flush: FlushPolicy,
@@ -359,6 +363,8 @@ impl JsonlCostLog {
             oldest: None,
             options,
             shared: Arc::clone(&shared),
+            torn: false,
+            unreported: None,
         };
         let worker = std::thread::Builder::new()
             .name("genroute-cost-log".into())
@@ -392,8 +398,9 @@ impl JsonlCostLog {
         self.shared.last_error()
     }
 
-    /// Writes (and, with `fsync`, syncs) everything recorded before this call, and waits for it. Blocks the
-    /// calling thread: use it at checkpoints and in tests, not per event.
+    /// Writes (and, with `fsync`, syncs) everything recorded before this call, and waits for it; fails if
+    /// any write since the previous flush failed. Blocks the calling thread: use it at checkpoints and in
+    /// tests, not per event.
     pub fn flush(&self) -> Result<(), TelemetryError> {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
         let stopped = || TelemetryError::CostLogWrite {
@@ -484,6 +491,8 @@ struct Writer {
     oldest: Option<Instant>,
     options: CostLogOptions,
     shared: Arc<Shared>,
+    torn: bool,
+    unreported: Option<String>,
 }
 
 impl Writer {
@@ -500,7 +509,12 @@ impl Writer {
                         self.oldest.get_or_insert_with(Instant::now);
                     }
                     Wait::Msg(Msg::Flush(ack)) => {
-                        let result = self.write_out();
+                        let _ = self.write_out();
+                        // Report any write that failed since the last flush, not just this one.
+                        let result = match self.unreported.take() {
+                            Some(message) => Err(message),
+                            None => Ok(()),
+                        };
                         let _ = ack.send(result);
                     }
                     Wait::Msg(Msg::Close) | Wait::Closed => {
@@ -565,18 +579,24 @@ impl Writer {
         }
     }
 
+    fn write_buf(&mut self) -> std::io::Result<()> {
+        if self.torn {
+            self.file.write_all(b"\n")?;
+            self.torn = false;
+        }
+        self.file.write_all(&self.buf)?;
+        if self.options.fsync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
     fn write_out(&mut self) -> Result<(), String> {
         if self.pending == 0 {
             return Ok(());
         }
         let lines = self.pending;
-        let result = self.file.write_all(&self.buf).and_then(|()| {
-            if self.options.fsync {
-                self.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
+        let result = self.write_buf();
         self.buf.clear();
         self.pending = 0;
         self.oldest = None;
@@ -586,6 +606,8 @@ impl Writer {
                 Ok(())
             }
             Err(error) => {
+                // A failed write may have left part of a line: start the next write on a fresh line.
+                self.torn = true;
                 let message = error.to_string();
                 tracing::error!(
                     target: crate::spans::TARGET,
@@ -595,6 +617,7 @@ impl Writer {
                 );
                 self.shared.count_dropped(lines);
                 self.shared.set_error(message.clone());
+                self.unreported = Some(message.clone());
                 Err(message)
             }
         }
@@ -660,34 +683,66 @@ pub fn read_cost_log(path: impl AsRef<Path>) -> Result<CostLogContents, Telemetr
 }
 
 /// Parses cost log lines from any reader.
-pub fn parse_cost_log(mut reader: impl BufRead) -> std::io::Result<CostLogContents> {
+pub fn parse_cost_log(reader: impl BufRead) -> std::io::Result<CostLogContents> {
     let mut contents = CostLogContents::default();
-    let mut line = Vec::new();
-    let mut number = 0usize;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        number += 1;
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        if text.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<CostLogRecord>(text) {
+    for line in CostLogLines::new(reader) {
+        match line? {
             Ok(record) => contents.records.push(record),
-            Err(error) => contents.problems.push(LineProblem {
-                line: number,
-                kind: if error.is_eof() {
-                    ProblemKind::Torn
-                } else {
-                    ProblemKind::Invalid
-                },
-                message: error.to_string(),
-            }),
+            Err(problem) => contents.problems.push(problem),
         }
     }
     Ok(contents)
+}
+
+/// The cost log line by line, for logs too large to hold in memory: each item is a record or the problem
+/// with its line; blank lines are skipped; only I/O errors are `Err`.
+#[derive(Debug)]
+pub struct CostLogLines<R> {
+    reader: R,
+    number: usize,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> CostLogLines<R> {
+    /// Reads from `reader`.
+    pub fn new(reader: R) -> Self {
+        Self {
+            reader,
+            number: 0,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for CostLogLines<R> {
+    type Item = std::io::Result<Result<CostLogRecord, LineProblem>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.buf.clear();
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(error) => return Some(Err(error)),
+            }
+            self.number += 1;
+            let text = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+            if text.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Some(Ok(serde_json::from_slice::<CostLogRecord>(text).map_err(
+                |error| LineProblem {
+                    line: self.number,
+                    kind: if error.is_eof() {
+                        ProblemKind::Torn
+                    } else {
+                        ProblemKind::Invalid
+                    },
+                    message: error.to_string(),
+                },
+            )));
+        }
+    }
 }
 
 /// Sums for one group of attempts.
@@ -751,33 +806,58 @@ impl CostSummary {
     ) -> Result<Self, TelemetryError> {
         let mut summary = Self::default();
         for record in records {
-            summary.total.add(record)?;
-            summary
-                .by_provider
-                .entry(record.provider.clone())
-                .or_default()
-                .add(record)?;
-            summary
-                .by_model
-                .entry(ModelRef::new(record.provider.clone(), record.model.clone()))
-                .or_default()
-                .add(record)?;
-            summary
-                .by_team
-                .entry(record.team.clone())
-                .or_default()
-                .add(record)?;
-            summary
-                .by_member
-                .entry(record.member.clone())
-                .or_default()
-                .add(record)?;
-            summary
-                .by_project
-                .entry(record.project.clone())
-                .or_default()
-                .add(record)?;
+            summary.add(record)?;
         }
         Ok(summary)
+    }
+
+    /// Adds one record (for streaming with [`CostLogLines`]). Fails only on decimal overflow.
+    pub fn add(&mut self, record: &CostLogRecord) -> Result<(), TelemetryError> {
+        self.total.add(record)?;
+        self.by_provider
+            .entry(record.provider.clone())
+            .or_default()
+            .add(record)?;
+        self.by_model
+            .entry(ModelRef::new(record.provider.clone(), record.model.clone()))
+            .or_default()
+            .add(record)?;
+        self.by_team.entry(record.team.clone()).or_default().add(record)?;
+        self.by_member
+            .entry(record.member.clone())
+            .or_default()
+            .add(record)?;
+        self.by_project
+            .entry(record.project.clone())
+            .or_default()
+            .add(record)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_deserialise_from_config() {
+        let options: CostLogOptions = serde_json::from_value(serde_json::json!({
+            "flush": {"mode": "batch", "lines": 10, "interval": "250ms"},
+            "fsync": true
+        }))
+        .unwrap();
+        assert_eq!(
+            options.flush,
+            FlushPolicy::Batch {
+                lines: 10,
+                interval: Duration::from_millis(250)
+            }
+        );
+        assert!(options.fsync);
+        assert_eq!(options.capacity, CostLogOptions::default().capacity);
+        let every: CostLogOptions =
+            serde_json::from_value(serde_json::json!({"flush": {"mode": "every_line"}})).unwrap();
+        assert_eq!(every.flush, FlushPolicy::EveryLine);
+        assert!(serde_json::from_value::<CostLogOptions>(serde_json::json!({"fsynk": true})).is_err());
     }
 }

@@ -10,8 +10,8 @@ pub mod sinks;
 pub mod spans;
 
 pub use costlog::{
-    CostLogContents, CostLogOptions, CostLogRecord, CostSummary, FlushPolicy, JsonlCostLog, LineProblem,
-    ProblemKind, Totals, parse_cost_log, read_cost_log,
+    CostLogContents, CostLogLines, CostLogOptions, CostLogRecord, CostSummary, FlushPolicy, JsonlCostLog,
+    LineProblem, ProblemKind, Totals, parse_cost_log, read_cost_log,
 };
 pub use error::TelemetryError;
 pub use event::{

@@ -203,6 +203,64 @@ impl TelemetryConfig {
             || env_metrics_endpoint.is_some();
         let enabled = !killed && self.enabled.unwrap_or(any_endpoint);
 
+        let signal_endpoint = |explicit: &Option<String>,
+                               explicit_setting: &str,
+                               env_full: &Option<String>,
+                               env_full_name: &str,
+                               path: &str|
+         -> (String, String) {
+            // Programmatic values first (signal-specific, then base), then the environment (the same).
+            if let Some(url) = explicit {
+                (url.clone(), explicit_setting.to_owned())
+            } else if let Some(base) = &self.endpoint {
+                (join_path(base, path), "endpoint".to_owned())
+            } else if let Some(url) = env_full {
+                (url.clone(), env_full_name.to_owned())
+            } else if let Some(base) = &env_endpoint {
+                (join_path(base, path), ENV_ENDPOINT.to_owned())
+            } else {
+                (join_path(DEFAULT_ENDPOINT, path), "default endpoint".to_owned())
+            }
+        };
+        let (traces_endpoint, traces_setting) = signal_endpoint(
+            &self.traces_endpoint,
+            "traces_endpoint",
+            &env_traces_endpoint,
+            ENV_TRACES_ENDPOINT,
+            "v1/traces",
+        );
+        let (metrics_endpoint, metrics_setting) = signal_endpoint(
+            &self.metrics_endpoint,
+            "metrics_endpoint",
+            &env_metrics_endpoint,
+            ENV_METRICS_ENDPOINT,
+            "v1/metrics",
+        );
+        let traces = self.traces && env(ENV_TRACES_EXPORTER).is_none_or(|v| !v.eq_ignore_ascii_case("none"));
+        let metrics =
+            self.metrics && env(ENV_METRICS_EXPORTER).is_none_or(|v| !v.eq_ignore_ascii_case("none"));
+        let service_name = self
+            .service_name
+            .clone()
+            .or_else(|| env(ENV_SERVICE_NAME))
+            .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
+
+        if !enabled {
+            // Nothing will be exported: do not fail on settings meant for something else.
+            return Ok(ResolvedTelemetry {
+                enabled,
+                traces,
+                metrics,
+                traces_endpoint,
+                metrics_endpoint,
+                headers: BTreeMap::new(),
+                service_name,
+                timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                metric_interval: self.metric_interval.unwrap_or(DEFAULT_METRIC_INTERVAL),
+                metrics_temporality: self.metrics_temporality,
+            });
+        }
+
         if self.protocol.is_none()
             && let Some(protocol) = env(ENV_PROTOCOL)
             && protocol != "http/protobuf"
@@ -214,41 +272,8 @@ impl TelemetryConfig {
                 ),
             });
         }
-
-        let signal_endpoint = |explicit: &Option<String>,
-                               explicit_setting: &str,
-                               env_full: &Option<String>,
-                               env_full_name: &str,
-                               path: &str|
-         -> Result<String, TelemetryError> {
-            let (url, setting) = if let Some(url) = explicit {
-                (url.clone(), explicit_setting.to_owned())
-            } else if let Some(url) = env_full {
-                (url.clone(), env_full_name.to_owned())
-            } else if let Some(base) = &self.endpoint {
-                (join_path(base, path), "endpoint".to_owned())
-            } else if let Some(base) = &env_endpoint {
-                (join_path(base, path), ENV_ENDPOINT.to_owned())
-            } else {
-                (join_path(DEFAULT_ENDPOINT, path), "default endpoint".to_owned())
-            };
-            validate_endpoint(&url, &setting)?;
-            Ok(url)
-        };
-        let traces_endpoint = signal_endpoint(
-            &self.traces_endpoint,
-            "traces_endpoint",
-            &env_traces_endpoint,
-            ENV_TRACES_ENDPOINT,
-            "v1/traces",
-        )?;
-        let metrics_endpoint = signal_endpoint(
-            &self.metrics_endpoint,
-            "metrics_endpoint",
-            &env_metrics_endpoint,
-            ENV_METRICS_ENDPOINT,
-            "v1/metrics",
-        )?;
+        validate_endpoint(&traces_endpoint, &traces_setting)?;
+        validate_endpoint(&metrics_endpoint, &metrics_setting)?;
 
         // Environment headers override same-named config headers: opentelemetry-otlp itself re-reads
         // OTEL_EXPORTER_OTLP_HEADERS and lets it win, so the resolved view says what is actually sent.
@@ -276,17 +301,12 @@ impl TelemetryConfig {
 
         Ok(ResolvedTelemetry {
             enabled,
-            traces: self.traces && env(ENV_TRACES_EXPORTER).is_none_or(|v| !v.eq_ignore_ascii_case("none")),
-            metrics: self.metrics
-                && env(ENV_METRICS_EXPORTER).is_none_or(|v| !v.eq_ignore_ascii_case("none")),
+            traces,
+            metrics,
             traces_endpoint,
             metrics_endpoint,
             headers,
-            service_name: self
-                .service_name
-                .clone()
-                .or_else(|| env(ENV_SERVICE_NAME))
-                .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned()),
+            service_name,
             timeout: match self.timeout {
                 Some(t) => t,
                 None => millis(ENV_TIMEOUT)?.unwrap_or(DEFAULT_TIMEOUT),
@@ -770,7 +790,7 @@ mod tests {
         };
         let r = config.resolve_with(&e).unwrap();
         assert_eq!(r.traces_endpoint, "http://cfg:1/v1/traces");
-        assert_eq!(r.metrics_endpoint, "http://m:9/custom");
+        assert_eq!(r.metrics_endpoint, "http://cfg:1/v1/metrics", "programmatic wins");
         assert_eq!(r.service_name, "cfg");
     }
 
@@ -788,13 +808,18 @@ mod tests {
 
     #[test]
     fn unsupported_protocol_and_bad_values_are_errors() {
-        let err = TelemetryConfig::default()
+        let err = TelemetryConfig::otlp("http://c:4318")
             .resolve_with(env(&[(ENV_PROTOCOL, "grpc")]))
             .unwrap_err();
         assert!(err.to_string().contains("http/protobuf"), "{err}");
+        // With export off, settings meant for another exporter are not our business.
+        let off = TelemetryConfig::default()
+            .resolve_with(env(&[(ENV_PROTOCOL, "grpc"), (ENV_HEADERS, "broken")]))
+            .unwrap();
+        assert!(!off.enabled);
         assert!(TelemetryConfig::otlp("ftp://x").resolve_with(env(&[])).is_err());
         assert!(
-            TelemetryConfig::default()
+            TelemetryConfig::otlp("http://c:4318")
                 .resolve_with(env(&[(ENV_TIMEOUT, "soon")]))
                 .is_err()
         );
@@ -802,7 +827,7 @@ mod tests {
 
     #[test]
     fn env_headers_parse_percent_decode_and_config_overrides() {
-        let r = TelemetryConfig::default()
+        let r = TelemetryConfig::otlp("http://c:4318")
             .with_header("X-Team", "cfg")
             .resolve_with(env(&[(ENV_HEADERS, "api-key=a%20b%3Dc, x-team=env")]))
             .unwrap();

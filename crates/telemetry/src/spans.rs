@@ -58,12 +58,11 @@ pub fn attempt_span(
     modality: Modality,
     route: Option<&str>,
 ) -> Span {
-    let otel_name = format!("{} {}", operation.as_str(), target.model);
     tracing::info_span!(
         target: TARGET,
         parent: job,
         "genroute.attempt",
-        otel.name = otel_name.as_str(),
+        otel.name = %SpanName(operation, &target.model),
         otel.kind = "client",
         otel.status_code = Empty,
         otel.status_description = Empty,
@@ -92,6 +91,15 @@ pub fn attempt_span(
         genroute.latency_ms = Empty,
         genroute.outputs = Empty,
     )
+}
+
+/// `"{operation} {model}"`, formatted only if the span is enabled.
+struct SpanName<'a>(Operation, &'a genroute_core::ModelId);
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0.as_str(), self.1)
+    }
 }
 
 /// Fills an attempt span's outcome and cost attributes from the attempt's event.

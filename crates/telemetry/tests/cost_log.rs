@@ -156,6 +156,14 @@ fn sums_by_provider_model_member_project_and_currency() {
         d("65.625")
     );
     assert_eq!(summary.by_team[&TeamId::new("acme").unwrap()].attempts, 5);
+
+    // Streaming line by line gives the same sums.
+    let mut streamed = genroute_telemetry::CostSummary::default();
+    let file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+    for line in genroute_telemetry::CostLogLines::new(file) {
+        streamed.add(&line.unwrap().unwrap()).unwrap();
+    }
+    assert_eq!(streamed, summary);
     assert_eq!(summary.by_provider[&ProviderId::new("fal").unwrap()].attempts, 2);
 }
 
@@ -291,4 +299,20 @@ fn callback_and_fanout_deliver_to_every_sink_even_if_one_panics() {
     );
     let queued: Vec<AttemptEvent> = rx.try_iter().collect();
     assert_eq!(queued, vec![first, second]);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn write_failures_are_reported_and_counted_not_raised_at_the_caller() {
+    // Every write to /dev/full fails with ENOSPC.
+    let log = JsonlCostLog::open("/dev/full", options(FlushPolicy::EveryLine)).unwrap();
+    let (first, second) = failover_pair();
+    log.record(&first);
+    log.record(&second);
+    let error = log.flush().unwrap_err();
+    assert!(error.to_string().contains("/dev/full"), "{error}");
+    assert_eq!(log.dropped(), 2);
+    assert_eq!(log.written(), 0);
+    assert!(log.last_error().is_some());
+    assert!(log.close().is_err());
 }

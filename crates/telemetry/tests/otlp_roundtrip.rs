@@ -347,3 +347,78 @@ fn delta_temporality_is_honoured() {
     );
     assert_eq!(counter_total(&m[names::METRIC_ATTEMPTS], None), 2.0);
 }
+
+#[test]
+fn budget_denial_and_jobs_without_attempts_are_visible() {
+    let receiver = Receiver::start(200);
+    let config = TelemetryConfig {
+        metrics: false,
+        ..TelemetryConfig::otlp(receiver.base_url())
+    };
+    let guard = TelemetryGuard::init_with_env(&config, |_| None).unwrap();
+    let (first, _) = failover_pair();
+    let denied = genroute_telemetry::AttemptEvent {
+        outcome: genroute_telemetry::AttemptOutcome::BudgetDenied,
+        budget_decision: genroute_telemetry::BudgetDecision::Denied {
+            scope: "member:alice".into(),
+        },
+        quoted: Some(Money::usd(d("0.003"))),
+        fallback_reason: None,
+        ..first.clone()
+    };
+    let subscriber = tracing_subscriber::registry().with(guard.tracing_layer());
+    tracing::subscriber::with_default(subscriber, || {
+        let job = job_span(
+            &denied.job_id,
+            denied.operation,
+            denied.modality,
+            None,
+            &denied.caller,
+        );
+        let span = attempt_span(
+            &job,
+            &denied.job_id,
+            1,
+            &ModelRef::new(denied.provider.clone(), denied.model.clone()),
+            denied.operation,
+            denied.modality,
+            None,
+        );
+        record_attempt(&span, &denied);
+        drop(span);
+        record_job_end(&job, Some(&denied));
+        drop(job);
+        let empty = job_span(
+            &first.job_id,
+            first.operation,
+            first.modality,
+            None,
+            &first.caller,
+        );
+        record_job_end(&empty, None);
+    });
+    guard.shutdown().unwrap();
+
+    let spans = spans(&receiver);
+    assert_eq!(spans.len(), 3);
+    let attempt = spans.iter().find(|s| s.name != names::JOB_SPAN).unwrap();
+    let a = &attempt.attributes;
+    assert_eq!(attr_str(a, names::GENROUTE_OUTCOME), Some("budget_denied"));
+    assert_eq!(attr_str(a, names::ERROR_TYPE), Some("budget_denied"));
+    assert_eq!(attr_str(a, names::GENROUTE_BUDGET_DECISION), Some("denied"));
+    assert_eq!(attr_str(a, names::GENROUTE_BUDGET_SCOPE), Some("member:alice"));
+    assert_eq!(attr_str(a, names::GENROUTE_COST_CHARGED), Some("0 USD"));
+    let outcomes: Vec<Option<&str>> = spans
+        .iter()
+        .filter(|s| s.name == names::JOB_SPAN)
+        .map(|s| attr_str(&s.attributes, names::GENROUTE_JOB_OUTCOME))
+        .collect();
+    assert!(outcomes.contains(&Some("budget_denied")), "{outcomes:?}");
+    assert!(outcomes.contains(&Some("no_attempt")), "{outcomes:?}");
+    for job in spans.iter().filter(|s| s.name == names::JOB_SPAN) {
+        assert_eq!(
+            job.status.as_ref().map(|s| s.code),
+            Some(status::StatusCode::Error as i32)
+        );
+    }
+}
