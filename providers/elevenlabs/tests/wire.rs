@@ -88,6 +88,9 @@ async fn speech_sends_exact_request_and_reads_bytes_and_character_cost() {
     assert_eq!(g.provider_job_id.as_deref(), Some("hist-1"));
     assert_eq!(g.response_model.as_deref(), Some("eleven_multilingual_v2"));
     assert_eq!(g.seed, Some(4_000_000_000));
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].url.query(), Some("output_format=mp3_44100_128"));
     server.verify().await;
 }
 
