@@ -156,8 +156,9 @@ async fn text_to_video_lifecycle_sends_exact_request_and_reports_seconds() {
         ]
     );
     let requests = server.received_requests().await.unwrap();
-    // 1 create + 4 polls, no DELETE.
+    // 1 create + 4 polls, no DELETE; no query string anywhere.
     assert_eq!(requests.len(), 5);
+    assert!(requests.iter().all(|q| q.url.query().is_none()));
     assert_every_request_versioned(&requests);
     server.verify().await;
 }
@@ -586,7 +587,7 @@ async fn deadline_and_drop_delete_the_task_with_both_headers() {
     let job = VideoJobSpec::new("x", Decimal::from(5)).build().unwrap();
     let r = req("gen4.5", job);
     let e = provider(&server)
-        .generate(&r, &ctx().with_timeout(Duration::from_millis(80)))
+        .generate(&r, &ctx().with_timeout(Duration::from_millis(300)))
         .await
         .unwrap_err();
     assert_eq!(
@@ -614,11 +615,27 @@ async fn deadline_and_drop_delete_the_task_with_both_headers() {
         .await;
     let p = provider(&server);
     let c = ctx();
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), p.generate(&r, &c))
-            .await
-            .is_err()
-    );
+    {
+        // Drive the call until the task has been polled at least once (so it exists upstream), then drop it.
+        let run = p.generate(&r, &c);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                done = &mut run => panic!("a pending task cannot finish: {done:?}"),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {
+                    let polled = server
+                        .received_requests()
+                        .await
+                        .unwrap()
+                        .iter()
+                        .any(|q| q.method.as_str() == "GET");
+                    if polled {
+                        break;
+                    }
+                }
+            }
+        }
+    }
     let delete = wait_for_delete(&server).await;
     assert_every_request_versioned(&[delete]);
 
