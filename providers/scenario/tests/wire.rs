@@ -208,8 +208,10 @@ async fn txt2img_lifecycle_sends_exact_request_and_charges_creative_units() {
             (Stage::Finalizing, Some("success".into())),
         ]
     );
-    // 1 create + 4 polls + 2 assets; no cancel.
-    assert_eq!(server.received_requests().await.unwrap().len(), 7);
+    // 1 create + 4 polls + 2 assets; no cancel; no query string (the create is not a dry run).
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 7);
+    assert!(requests.iter().all(|q| q.url.query().is_none()));
     server.verify().await;
 }
 
@@ -780,7 +782,7 @@ async fn deadline_requests_cancel_and_unknown_statuses_are_capped() {
         .await;
     let r = req("sdxl", ImageJobSpec::new("x").build().unwrap());
     let e = provider(&server)
-        .generate(&r, &ctx().with_timeout(Duration::from_millis(80)))
+        .generate(&r, &ctx().with_timeout(Duration::from_millis(300)))
         .await
         .unwrap_err();
     assert_eq!(
