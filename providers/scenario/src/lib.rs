@@ -22,9 +22,13 @@ use genroute_http::{
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tokio::task::JoinSet;
 
 pub use config::{ScenarioConfig, ScenarioModel};
 pub use error::{Failure, Phase, parse_error};
+
+/// Most asset reads in flight at once after a job succeeds (a job can make up to 128 images).
+pub const ASSET_READS_IN_FLIGHT: usize = 8;
 
 /// Scenario: jobs created by `POST /generate/...`, polled at `/jobs/{id}`, outputs read from
 /// `/assets/{id}`; cost reported in Creative Units.
@@ -382,54 +386,37 @@ impl ScenarioProvider {
         Ok(update)
     }
 
-    async fn read_asset(&self, asset_id: &str, charged: Option<&Money>) -> Result<Asset, ProviderError> {
-        let billed = || charged.map_or(Billed::Unknown, |m| Billed::Yes(m.clone()));
-        if asset_id.contains('/') {
-            return Err(ProviderError::new(
-                ErrorKind::MalformedResponse,
-                format!("{asset_id:?} is not a Scenario asset id"),
-            )
-            .billed(billed()));
+    /// Reads every asset, at most [`ASSET_READS_IN_FLIGHT`] at a time, keeping the job's order. The first
+    /// failure ends the reads (the others are aborted).
+    async fn read_assets(
+        &self,
+        asset_ids: &[String],
+        charged: Option<&Money>,
+    ) -> Result<Vec<Asset>, ProviderError> {
+        let mut slots: Vec<Option<Asset>> = vec![None; asset_ids.len()];
+        let mut reads = JoinSet::new();
+        let mut next = 0;
+        while next < asset_ids.len() || !reads.is_empty() {
+            while next < asset_ids.len() && reads.len() < ASSET_READS_IN_FLIGHT {
+                let (http, id, charged) = (self.http.clone(), asset_ids[next].clone(), charged.cloned());
+                let index = next;
+                reads.spawn(async move { (index, read_asset(&http, &id, charged.as_ref()).await) });
+                next += 1;
+            }
+            match reads.join_next().await {
+                Some(Ok((index, Ok(asset)))) => slots[index] = Some(asset),
+                Some(Ok((_, Err(e)))) => return Err(e),
+                Some(Err(e)) => {
+                    return Err(ProviderError::new(
+                        ErrorKind::MalformedResponse,
+                        format!("scenario asset read stopped: {e}"),
+                    )
+                    .billed(charged.cloned().map_or(Billed::Unknown, Billed::Yes)));
+                }
+                None => break,
+            }
         }
-        let url = self.http.endpoint(&format!("assets/{asset_id}"))?;
-        let resp: RawResponse = self
-            .http
-            .send(self.http.request(Method::GET, url))
-            .await
-            .map_err(|e| e.billed(billed()))?;
-        if !resp.status.is_success() {
-            return Err(parse_error(Failure::Http {
-                phase: Phase::Asset,
-                status: resp.status,
-                headers: &resp.headers,
-                body: &resp.body,
-                charged,
-            }));
-        }
-        let envelope: AssetEnvelope = resp.json().map_err(|e| e.billed(billed()))?;
-        let a = envelope.asset;
-        let Some(url) = a.url else {
-            return Err(ProviderError::new(
-                ErrorKind::MalformedResponse,
-                format!("scenario asset {asset_id} has no url"),
-            )
-            .billed(billed()));
-        };
-        let meta = a.metadata.unwrap_or_default();
-        let media_type = a
-            .mime_type
-            .or_else(|| meta.get("mimeType").and_then(Value::as_str).map(str::to_owned))
-            .or_else(|| media_type_from_url(&url));
-        let side = |k: &str| {
-            meta.get(k)
-                .and_then(Value::as_u64)
-                .and_then(|v| u32::try_from(v).ok())
-        };
-        let mut asset = Asset::url(url, media_type);
-        if let (Some(w), Some(h)) = (side("width"), side("height")) {
-            asset.dimensions = Dimensions::new(w, h).ok();
-        }
-        Ok(asset)
+        Ok(slots.into_iter().flatten().collect())
     }
 
     /// Polls a job to its end, then reads its assets.
@@ -482,14 +469,10 @@ impl ScenarioProvider {
             .billed(charged.clone().map_or(Billed::Unknown, Billed::Yes))
             .job_id(job_ref));
         }
-        let mut outputs = Vec::with_capacity(asset_ids.len());
-        for id in &asset_ids {
-            let asset = self
-                .read_asset(id, charged.as_ref())
-                .await
-                .map_err(|e| e.job_id(job_ref.clone()))?;
-            outputs.push(asset);
-        }
+        let outputs = self
+            .read_assets(&asset_ids, charged.as_ref())
+            .await
+            .map_err(|e| e.job_id(job_ref.clone()))?;
         let mut generation = Generation::new(outputs);
         generation.provider_job_id = job_ref;
         generation.response_model = self
@@ -513,6 +496,60 @@ impl ScenarioProvider {
         generation.timings.total = started.elapsed();
         Ok(generation)
     }
+}
+
+/// Reads one asset: its URL, media type and size.
+async fn read_asset(
+    http: &HttpClient,
+    asset_id: &str,
+    charged: Option<&Money>,
+) -> Result<Asset, ProviderError> {
+    let billed = || charged.map_or(Billed::Unknown, |m| Billed::Yes(m.clone()));
+    if asset_id.contains('/') {
+        return Err(ProviderError::new(
+            ErrorKind::MalformedResponse,
+            format!("{asset_id:?} is not a Scenario asset id"),
+        )
+        .billed(billed()));
+    }
+    let url = http.endpoint(&format!("assets/{asset_id}"))?;
+    let resp: RawResponse = http
+        .send(http.request(Method::GET, url))
+        .await
+        .map_err(|e| e.billed(billed()))?;
+    if !resp.status.is_success() {
+        return Err(parse_error(Failure::Http {
+            phase: Phase::Asset,
+            status: resp.status,
+            headers: &resp.headers,
+            body: &resp.body,
+            charged,
+        }));
+    }
+    let envelope: AssetEnvelope = resp.json().map_err(|e| e.billed(billed()))?;
+    let a = envelope.asset;
+    let Some(url) = a.url else {
+        return Err(ProviderError::new(
+            ErrorKind::MalformedResponse,
+            format!("scenario asset {asset_id} has no url"),
+        )
+        .billed(billed()));
+    };
+    let meta = a.metadata.unwrap_or_default();
+    let media_type = a
+        .mime_type
+        .or_else(|| meta.get("mimeType").and_then(Value::as_str).map(str::to_owned))
+        .or_else(|| media_type_from_url(&url));
+    let side = |k: &str| {
+        meta.get(k)
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+    };
+    let mut asset = Asset::url(url, media_type);
+    if let (Some(w), Some(h)) = (side("width"), side("height")) {
+        asset.dimensions = Dimensions::new(w, h).ok();
+    }
+    Ok(asset)
 }
 
 #[async_trait]

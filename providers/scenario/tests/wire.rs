@@ -139,13 +139,20 @@ async fn txt2img_lifecycle_sends_exact_request_and_charges_creative_units() {
         ],
     )
     .await;
-    mount_asset(
-        &server,
-        "asset_1",
-        json!({"id": "asset_1", "url": "https://cdn.cloud.scenario.com/assets/asset_1.png?sig=1",
-               "mimeType": "image/png", "metadata": {"width": 1024, "height": 1024, "kind": "image"}}),
-    )
-    .await;
+    // The first asset answers last: outputs keep the job's order anyway.
+    authed(Mock::given(method("GET")).and(path("/v1/assets/asset_1")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"asset": {
+                    "id": "asset_1",
+                    "url": "https://cdn.cloud.scenario.com/assets/asset_1.png?sig=1",
+                    "mimeType": "image/png",
+                    "metadata": {"width": 1024, "height": 1024, "kind": "image"}
+                }}))
+                .set_delay(Duration::from_millis(40)),
+        )
+        .mount(&server)
+        .await;
     mount_asset(
         &server,
         "asset_2",
@@ -871,5 +878,54 @@ async fn resume_polls_without_creating_and_cancel_by_id() {
         requests.iter().all(|r| !r.url.path().starts_with("/v1/generate")),
         "resume never creates"
     );
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn many_assets_are_read_in_a_bounded_window_and_keep_their_order() {
+    let server = MockServer::start().await;
+    let ids: Vec<String> = (0..20).map(|i| format!("asset_{i:02}")).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    mount_create(
+        &server,
+        "/v1/generate/txt2img",
+        json!({"modelId": "stable-diffusion-v1-5", "prompt": "tiles", "numSamples": 20,
+               "width": 512, "height": 512}),
+        created("j_many", json!(100), json!(0)),
+    )
+    .await;
+    mount_job_sequence(&server, "j_many", vec![job("j_many", "success", &id_refs)]).await;
+    for (i, id) in ids.iter().enumerate() {
+        // Later assets answer sooner.
+        authed(Mock::given(method("GET")).and(path(format!("/v1/assets/{id}"))))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"asset": {"url": format!("https://cdn.example/{id}.png")}}))
+                    .set_delay(Duration::from_millis(2 * (20 - i as u64))),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let g = provider(&server)
+        .generate(
+            &req(
+                "sd-1.5",
+                ImageJobSpec::new("tiles")
+                    .size(512, 512)
+                    .count(20)
+                    .build()
+                    .unwrap(),
+            ),
+            &ctx(),
+        )
+        .await
+        .unwrap();
+    let urls: Vec<AssetContent> = g.outputs.into_iter().map(|a| a.content).collect();
+    let want: Vec<AssetContent> = ids
+        .iter()
+        .map(|id| AssetContent::Url(format!("https://cdn.example/{id}.png")))
+        .collect();
+    assert_eq!(urls, want);
     server.verify().await;
 }
