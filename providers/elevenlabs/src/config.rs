@@ -1,5 +1,7 @@
 //! The adapter's settings.
 
+use std::time::Duration;
+
 use genroute_http::HttpConfig;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -27,8 +29,9 @@ pub struct ElevenLabsConfig {
     /// The `output_format` query value for jobs that name none (`mp3_44100_128`, `pcm_16000`, ...).
     #[serde(default = "default_output_format")]
     pub output_format: String,
-    /// Transport settings.
-    #[serde(default)]
+    /// Transport settings. The default request timeout is 5 minutes, not the shared 2: the whole clip is
+    /// made inside one synchronous call, and music can run to 10 minutes of audio.
+    #[serde(default = "default_http")]
     pub http: HttpConfig,
 }
 
@@ -44,6 +47,14 @@ fn default_output_format() -> String {
     DEFAULT_OUTPUT_FORMAT.to_owned()
 }
 
+/// The shared transport defaults with a 5-minute request timeout.
+pub fn default_http() -> HttpConfig {
+    HttpConfig {
+        request_timeout: Duration::from_secs(300),
+        ..HttpConfig::default()
+    }
+}
+
 impl ElevenLabsConfig {
     /// Defaults with this key.
     pub fn new(api_key: impl Into<String>) -> Self {
@@ -52,7 +63,7 @@ impl ElevenLabsConfig {
             base_url: default_base_url(),
             default_voice_id: default_voice_id(),
             output_format: default_output_format(),
-            http: HttpConfig::default(),
+            http: default_http(),
         }
     }
 
@@ -89,6 +100,8 @@ mod tests {
         assert_eq!(c.base_url, DEFAULT_BASE_URL);
         assert_eq!(c.default_voice_id, "v1");
         assert_eq!(c.output_format, DEFAULT_OUTPUT_FORMAT);
+        assert_eq!(c.http.request_timeout, Duration::from_secs(300));
+        assert_eq!(ElevenLabsConfig::new("k").http, default_http());
         assert!(!format!("{c:?}").contains("supersecret"));
         assert!(
             serde_json::from_value::<ElevenLabsConfig>(serde_json::json!({"api_key": "k", "voice": "x"}))
