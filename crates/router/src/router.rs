@@ -152,6 +152,7 @@ struct JobState {
     spend_cu: Decimal,
     retry_spend_cu: Decimal,
     attempt_no: u32,
+    last_event: Option<AttemptEvent>,
 }
 
 impl Router {
@@ -276,12 +277,47 @@ impl Router {
 
     /// Runs a job to an accepted output, or to a typed error that lists every attempt.
     pub async fn generate(&self, request: GenerateRequest) -> Result<Outcome, RouterError> {
+        let job_id = match &request.job_id {
+            Some(id) => id.clone(),
+            None => JobId::new(uuid::Uuid::now_v7().to_string()).map_err(|e| RouterError::Stopped {
+                error: ProviderError::local(ErrorKind::InvalidRequest, e.to_string()),
+                attempts: vec![],
+            })?,
+        };
+        let job_span = genroute_telemetry::job_span(
+            &job_id,
+            request.job.operation(),
+            request.job.modality(),
+            Some(&request.route),
+            &request.caller,
+        );
+        let mut state = JobState {
+            job_id,
+            route_name: request.route.clone(),
+            attempts: Vec::new(),
+            spend_cu: Decimal::ZERO,
+            retry_spend_cu: Decimal::ZERO,
+            attempt_no: 0,
+            last_event: None,
+        };
+        let result = self.run(request, &mut state, &job_span).await;
+        genroute_telemetry::record_job_end(&job_span, state.last_event.as_ref());
+        result
+    }
+
+    async fn run(
+        &self,
+        request: GenerateRequest,
+        state: &mut JobState,
+        job_span: &tracing::Span,
+    ) -> Result<Outcome, RouterError> {
         let started = Instant::now();
         let deadline = request.limits.deadline.map(|d| started + d);
         let (route_name, route, plan) = self.plan(&request)?;
+        state.route_name = route_name;
         if plan.steps.is_empty() {
             return Err(RouterError::NoCandidate {
-                route: route_name,
+                route: state.route_name.clone(),
                 dropped: plan.dropped,
             });
         }
@@ -290,30 +326,9 @@ impl Router {
             Some(m) => Some(prices.to_cu(m)?.amount()),
             None => None,
         };
-        let job_id = match &request.job_id {
-            Some(id) => id.clone(),
-            None => JobId::new(uuid_v7()).map_err(|e| RouterError::Stopped {
-                error: ProviderError::local(ErrorKind::InvalidRequest, e.to_string()),
-                attempts: vec![],
-            })?,
-        };
-        let mut state = JobState {
-            job_id,
-            route_name,
-            attempts: Vec::new(),
-            spend_cu: Decimal::ZERO,
-            retry_spend_cu: Decimal::ZERO,
-            attempt_no: 0,
-        };
         let providers = read(&self.inner.providers);
         let request_arc = Arc::new(request);
         self.inner.retry_budget.deposit();
-        let job_span = tracing::info_span!(
-            "genroute.job",
-            genroute.job_id = %state.job_id,
-            genroute.route = %state.route_name,
-            gen_ai.operation.name = request_arc.job.operation().as_str(),
-        );
         let mut last_error: Option<ProviderError> = None;
 
         'candidates: for step in &plan.steps {
@@ -331,11 +346,11 @@ impl Router {
             loop {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     if let Some((_, hold)) = resume.take() {
-                        self.settle_conservatively(&mut state, step, &hold, &request_arc, "deadline")
+                        self.settle_conservatively(state, step, &hold, &request_arc, "deadline")
                             .await?;
                     }
                     return Err(RouterError::Deadline {
-                        attempts: state.attempts,
+                        attempts: std::mem::take(&mut state.attempts),
                     });
                 }
                 let (hold, resume_id) = match resume.take() {
@@ -348,17 +363,17 @@ impl Router {
                                 limit: Money::cu(max),
                                 spent: Money::cu(state.spend_cu),
                                 next: Money::cu(step.quote_cu),
-                                attempts: state.attempts,
+                                attempts: std::mem::take(&mut state.attempts),
                             });
                         }
                         state.attempt_no += 1;
                         match self.reserve(&state, step, &request_arc, deadline).await {
                             Ok(hold) => (hold, None),
                             Err(LedgerError::Denied(denial)) => {
-                                self.record_denied(&mut state, step, &request_arc, &denial.scope.to_string());
+                                self.record_denied(state, step, &request_arc, &denial.scope.to_string());
                                 return Err(RouterError::BudgetExceeded {
                                     denial,
-                                    attempts: state.attempts,
+                                    attempts: std::mem::take(&mut state.attempts),
                                 });
                             }
                             Err(e) => return Err(RouterError::Ledger(e)),
@@ -373,12 +388,14 @@ impl Router {
                 if let Some(p) = &request_arc.progress {
                     ctx = ctx.with_progress(Arc::clone(p));
                 }
-                let span = tracing::info_span!(
-                    parent: &job_span,
-                    "genroute.attempt",
-                    genroute.attempt = state.attempt_no,
-                    gen_ai.provider.name = %step.target.provider,
-                    gen_ai.request.model = %step.target.model,
+                let span = genroute_telemetry::attempt_span(
+                    job_span,
+                    &state.job_id,
+                    state.attempt_no,
+                    &step.target,
+                    request_arc.job.operation(),
+                    request_arc.job.modality(),
+                    Some(&state.route_name),
                 );
                 let t0 = Instant::now();
                 let result = service
@@ -413,7 +430,7 @@ impl Router {
                                 let outputs =
                                     u32::try_from(generation.outputs.len()).unwrap_or(u32::MAX).max(1);
                                 self.record(
-                                    &mut state,
+                                    state,
                                     step,
                                     &request_arc,
                                     AttemptOutcome::Success,
@@ -428,11 +445,11 @@ impl Router {
                                 let total = state.spend_cu;
                                 let per_output = total / Decimal::from(outputs);
                                 return Ok(Outcome {
-                                    job_id: state.job_id,
-                                    route: state.route_name,
+                                    job_id: state.job_id.clone(),
+                                    route: state.route_name.clone(),
                                     target: step.target.clone(),
                                     generation,
-                                    attempts: state.attempts,
+                                    attempts: std::mem::take(&mut state.attempts),
                                     total_spend_cu: Money::cu(total),
                                     retry_spend_cu: Money::cu(state.retry_spend_cu),
                                     cost_per_output_cu: Money::cu(per_output),
@@ -449,7 +466,7 @@ impl Router {
                                     "gate_rejected"
                                 };
                                 self.record(
-                                    &mut state,
+                                    state,
                                     step,
                                     &request_arc,
                                     AttemptOutcome::GateRejected,
@@ -533,7 +550,7 @@ impl Router {
                         };
                         if kind == ErrorKind::Cancelled {
                             self.record(
-                                &mut state,
+                                state,
                                 step,
                                 &request_arc,
                                 outcome,
@@ -546,7 +563,7 @@ impl Router {
                                 &span,
                             );
                             return Err(RouterError::Deadline {
-                                attempts: state.attempts,
+                                attempts: std::mem::take(&mut state.attempts),
                             });
                         }
                         // Retry the same candidate?
@@ -581,7 +598,7 @@ impl Router {
                             Decision::Stop => None,
                         };
                         self.record(
-                            &mut state,
+                            state,
                             step,
                             &request_arc,
                             outcome,
@@ -603,7 +620,7 @@ impl Router {
                             Decision::Stop => {
                                 return Err(RouterError::Stopped {
                                     error,
-                                    attempts: state.attempts,
+                                    attempts: std::mem::take(&mut state.attempts),
                                 });
                             }
                             Decision::Failover => {
@@ -617,7 +634,7 @@ impl Router {
         }
         Err(RouterError::Exhausted {
             last: last_error.map_or_else(|| "no attempt made".to_owned(), |e| e.to_string()),
-            attempts: state.attempts,
+            attempts: std::mem::take(&mut state.attempts),
         })
     }
 
@@ -792,6 +809,7 @@ impl Router {
         if let Some(sink) = &self.inner.sink {
             sink.record(&event);
         }
+        state.last_event = Some(event.clone());
         state.attempts.push(AttemptRecord {
             attempt: event.attempt,
             target: step.target.clone(),
@@ -812,10 +830,6 @@ enum Decision {
     Retry,
     Failover,
     Stop,
-}
-
-fn uuid_v7() -> String {
-    uuid::Uuid::now_v7().to_string()
 }
 
 impl Service<GenerateRequest> for Router {
