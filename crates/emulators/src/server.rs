@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -804,10 +804,6 @@ pub(crate) async fn serve_file(State(s): State<Arc<Shared>>, uri: axum::http::Ur
 
 pub(crate) fn not_found_tag(s: &Shared) -> Tag {
     s.enter(Endpoint::Unknown)
-}
-
-pub(crate) fn empty_json() -> Value {
-    json!({})
 }
 
 #[cfg(test)]

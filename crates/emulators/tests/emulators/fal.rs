@@ -1,9 +1,6 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod common;
-
 use std::time::Duration;
 
-use common::{authed, client, header, json};
+use super::common::{authed, client, header, json};
 use genroute_emulators::{Emulator, Endpoint, Fault, JobState, Kind, Progression};
 use serde_json::json;
 

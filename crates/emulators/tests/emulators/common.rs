@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+
 use genroute_emulators::EmulatorHandle;
 use reqwest::{Client, RequestBuilder, Response};
 use serde_json::Value;
