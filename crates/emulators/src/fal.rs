@@ -389,7 +389,7 @@ async fn status(s: &Arc<Shared>, app: &str, id: &str, uri: &Uri, h: &HeaderMap) 
         JobState::Queued => (202, "IN_QUEUE".to_owned()),
         JobState::Running => (202, "IN_PROGRESS".to_owned()),
         JobState::Unknown(x) => (202, x.clone()),
-        JobState::Canceled => (200, "CANCELLED".to_owned()),
+        JobState::Canceled | JobState::Aborted => (200, "CANCELLED".to_owned()),
         _ => (200, "COMPLETED".to_owned()),
     };
     let mut out = json!({"status": label, "request_id": id, "response_url": response_url,
@@ -429,7 +429,7 @@ async fn result(s: &Arc<Shared>, app: &str, id: &str, h: &HeaderMap) -> Response
         JobState::Queued | JobState::Running | JobState::Unknown(_) => {
             json_response(400, &json!({"detail": "Request is still in progress"}))
         }
-        JobState::Canceled => {
+        JobState::Canceled | JobState::Aborted => {
             let mut r = json_response(
                 499,
                 &json!({"detail": "Request was cancelled", "error_type": "client_cancelled"}),

@@ -72,8 +72,10 @@ pub enum JobState {
     Failed,
     /// Failed by content moderation (a scripted `ContentRejected`).
     Rejected,
-    /// Cancelled by a cancel request.
+    /// Cancelled by a cancel request (or, at Replicate, by `Cancel-After` after it started).
     Canceled,
+    /// Replicate only: `Cancel-After` ran out before the job started (not billed).
+    Aborted,
     /// Reporting a scripted unknown status string.
     Unknown(String),
 }
@@ -83,7 +85,11 @@ impl JobState {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            JobState::Succeeded | JobState::Failed | JobState::Rejected | JobState::Canceled
+            JobState::Succeeded
+                | JobState::Failed
+                | JobState::Rejected
+                | JobState::Canceled
+                | JobState::Aborted
         )
     }
 }
@@ -125,6 +131,8 @@ pub(crate) struct Job {
     pub canceled: bool,
     /// Forced to completion (Replicate `Prefer: wait` with poll-based progression).
     pub force_done: bool,
+    /// Replicate `Cancel-After`: the job is cancelled (or aborted if not started) once this passes.
+    pub deadline: Option<Instant>,
     pub outputs: Vec<String>,
     /// Provider-specific data computed at creation (costs, sizes...).
     pub meta: Value,
@@ -159,6 +167,7 @@ impl Job {
             fault,
             canceled: false,
             force_done: false,
+            deadline: None,
             outputs: Vec::new(),
             meta: Value::Null,
         }
@@ -196,7 +205,21 @@ impl Job {
         if self.canceled {
             return JobState::Canceled;
         }
-        let n = self.natural(Instant::now());
+        let now = Instant::now();
+        let n = self.natural(now);
+        if let Some(d) = self.deadline
+            && now >= d
+            && self.natural(d) != Natural::Done
+        {
+            // Judge where the job was when the deadline passed.
+            let started =
+                self.natural(d) == Natural::Running && !matches!(self.fault, Some(FaultKind::StuckInQueue));
+            return if started {
+                JobState::Canceled
+            } else {
+                JobState::Aborted
+            };
+        }
         match (&self.fault, n) {
             (Some(FaultKind::StuckInQueue), _) | (_, Natural::Queued) => JobState::Queued,
             (Some(FaultKind::UnknownStatus(s)), _) => JobState::Unknown(s.clone()),

@@ -182,6 +182,36 @@ fn prefer_wait(h: &HeaderMap) -> Option<u64> {
     })
 }
 
+/// `Cancel-After` values: `90`, `90s`, `500ms`, `5m`, `1h`, or combinations like `1m30s`.
+fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let (mut total, mut num) = (Duration::ZERO, String::new());
+    let mut chars = v.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        let unit = match (c, chars.peek()) {
+            ('m', Some('s')) => {
+                chars.next();
+                0.001
+            }
+            ('s', _) => 1.0,
+            ('m', _) => 60.0,
+            ('h', _) => 3600.0,
+            _ => return None,
+        };
+        total += Duration::from_secs_f64(n * unit);
+    }
+    num.is_empty().then_some(total)
+}
+
 async fn create(s: &Arc<Shared>, model: Option<String>, h: &HeaderMap, body: &Bytes) -> Response {
     let mut tag = s.enter(Endpoint::Create);
     if let Err(r) = check_auth(s, h) {
@@ -247,6 +277,9 @@ async fn create(s: &Arc<Shared>, model: Option<String>, h: &HeaderMap, body: &By
         Value::String(u) => vec![u.clone()],
         _ => Vec::new(),
     };
+    job.deadline = header_str(h, "cancel-after")
+        .and_then(parse_duration)
+        .map(|d| job.created + d);
     let wait = prefer_wait(h);
     let stuck = matches!(
         job.fault,
@@ -288,6 +321,7 @@ fn prediction(s: &Shared, j: &Job) -> Value {
         JobState::Succeeded => "succeeded".to_owned(),
         JobState::Failed | JobState::Rejected => "failed".to_owned(),
         JobState::Canceled => "canceled".to_owned(),
+        JobState::Aborted => "aborted".to_owned(),
         JobState::Unknown(x) => x.clone(),
     };
     let url = format!("{}/v1/predictions/{}", s.origin, j.id);
@@ -339,6 +373,7 @@ fn prediction(s: &Shared, j: &Job) -> Value {
             p["completed_at"] = json!(completed);
             p["metrics"] = json!({"predict_time": predict, "total_time": predict + 0.25});
         }
+        JobState::Aborted => p["completed_at"] = json!(crate::server::now_rfc3339()),
         JobState::Canceled => {
             p["completed_at"] = json!(crate::server::now_rfc3339());
             if started {
@@ -427,4 +462,20 @@ async fn not_found(State(s): State<Arc<Shared>>) -> Response {
         problem(404, "Not found", "The requested resource could not be found."),
         crate::server::not_found_tag(&s),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_after_durations() {
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration("5m3"), None);
+    }
 }

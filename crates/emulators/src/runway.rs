@@ -296,7 +296,7 @@ fn task_json(j: &Job) -> Value {
             t["failure"] = json!("Your input was flagged by our content moderation system.");
             t["failureCode"] = json!("SAFETY.INPUT.TEXT");
         }
-        JobState::Canceled => t["status"] = json!("CANCELLED"),
+        JobState::Canceled | JobState::Aborted => t["status"] = json!("CANCELLED"),
         JobState::Unknown(x) => t["status"] = json!(x),
     }
     t

@@ -307,7 +307,7 @@ fn status_str(state: &JobState) -> String {
         JobState::Running => "in-progress".into(),
         JobState::Succeeded => "success".into(),
         JobState::Failed | JobState::Rejected => "failure".into(),
-        JobState::Canceled => "canceled".into(),
+        JobState::Canceled | JobState::Aborted => "canceled".into(),
         JobState::Unknown(x) => x.clone(),
     }
 }

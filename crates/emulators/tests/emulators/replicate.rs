@@ -229,3 +229,52 @@ async fn validation_auth_and_faults() {
     assert_eq!(odd["status"], "queued_for_gpu");
     assert_eq!(rep.count(Endpoint::Create), 8);
 }
+
+#[tokio::test(start_paused = true)]
+async fn cancel_after_aborts_before_start_and_cancels_after() {
+    let rep = Emulator::builder(Kind::Replicate)
+        .progression(Progression::timed(
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        ))
+        .start()
+        .await
+        .unwrap();
+    let c = client();
+    let url = format!("{}/models/minimax/video-01/predictions", rep.base_url());
+    let (_, early) = json(
+        authed(&rep, c.post(&url))
+            .header("Cancel-After", "5s")
+            .json(&json!({"input": {"prompt": "x"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (_, late) = json(
+        authed(&rep, c.post(&url))
+            .header("Cancel-After", "15s")
+            .json(&json!({"input": {"prompt": "x"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let (_, e) = json(
+        authed(&rep, c.get(early["urls"]["get"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (_, l) = json(
+        authed(&rep, c.get(late["urls"]["get"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(e["status"], "aborted");
+    assert_eq!(l["status"], "canceled");
+}
