@@ -189,7 +189,7 @@ fn audio(s: &Shared, ct: &'static str, name: &str, seconds: f64, cost: u64) -> R
 fn headers(s: &Shared, r: &mut Response, cost: u64) {
     let st = s.settings();
     let cost = st.elevenlabs_character_cost.unwrap_or(cost);
-    set_header(r, "character-cost", &cost.to_string());
+    set_header(r, &st.elevenlabs_cost_header, &cost.to_string());
     set_header(r, "request-id", &hex_id(20));
     set_header(r, "history-item-id", &hex_id(20));
     let cur = s.inflight.load(Ordering::Relaxed).max(1);

@@ -332,6 +332,10 @@ async fn submit(s: &Arc<Shared>, model: String, uri: &Uri, h: &HeaderMap, body: 
     if uri.query().is_some_and(|q| q.contains("fal_webhook=")) {
         out["gateway_request_id"] = json!(id);
     }
+    job.labels = (
+        s.settings().queued_status.clone(),
+        s.settings().running_status.clone(),
+    );
     s.jobs.insert(job);
     tag.job_id = Some(id.clone());
     let mut r = json_response(200, &out);
@@ -377,17 +381,17 @@ async fn status(s: &Arc<Shared>, app: &str, id: &str, uri: &Uri, h: &HeaderMap) 
     let logs = uri
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "logs=1" || p == "logs=true"));
-    let (state, failure) = s
+    let (state, failure, labels) = s
         .jobs
         .with(id, |j| {
             j.polls += 1;
-            (j.state(), j.meta.get("violation").is_some())
+            (j.state(), j.meta.get("violation").is_some(), j.labels.clone())
         })
-        .unwrap_or((JobState::Canceled, false));
+        .unwrap_or((JobState::Canceled, false, (None, None)));
     let (status_url, response_url, cancel_url) = urls(s, app, id);
     let (code, label) = match &state {
-        JobState::Queued => (202, "IN_QUEUE".to_owned()),
-        JobState::Running => (202, "IN_PROGRESS".to_owned()),
+        JobState::Queued => (202, labels.0.unwrap_or_else(|| "IN_QUEUE".to_owned())),
+        JobState::Running => (202, labels.1.unwrap_or_else(|| "IN_PROGRESS".to_owned())),
         JobState::Unknown(x) => (202, x.clone()),
         JobState::Canceled | JobState::Aborted => (200, "CANCELLED".to_owned()),
         _ => (200, "COMPLETED".to_owned()),

@@ -133,6 +133,8 @@ pub(crate) struct Job {
     pub force_done: bool,
     /// Replicate `Cancel-After`: the job is cancelled (or aborted if not started) once this passes.
     pub deadline: Option<Instant>,
+    /// Spellings that replace the provider's queued / running status (from settings at creation).
+    pub labels: (Option<String>, Option<String>),
     pub outputs: Vec<String>,
     /// Provider-specific data computed at creation (costs, sizes...).
     pub meta: Value,
@@ -168,6 +170,7 @@ impl Job {
             canceled: false,
             force_done: false,
             deadline: None,
+            labels: (None, None),
             outputs: Vec::new(),
             meta: Value::Null,
         }
@@ -228,6 +231,16 @@ impl Job {
             (Some(FaultKind::ContentRejected), Natural::Done) => JobState::Rejected,
             (_, Natural::Done) => JobState::Succeeded,
         }
+    }
+
+    /// The queued status spelling: the configured override or the provider's `default`.
+    pub(crate) fn queued_label<'a>(&'a self, default: &'a str) -> &'a str {
+        self.labels.0.as_deref().unwrap_or(default)
+    }
+
+    /// The running status spelling: the configured override or the provider's `default`.
+    pub(crate) fn running_label<'a>(&'a self, default: &'a str) -> &'a str {
+        self.labels.1.as_deref().unwrap_or(default)
     }
 
     /// Running progress in 0..1 for providers that report it.

@@ -289,6 +289,10 @@ async fn create(s: &Arc<Shared>, model: Option<String>, h: &HeaderMap, body: &By
         job.force_done = true;
     }
     let (created, timed) = (job.created, matches!(job.progression, Progression::Timed { .. }));
+    job.labels = (
+        s.settings().queued_status.clone(),
+        s.settings().running_status.clone(),
+    );
     s.jobs.insert(job);
     tag.job_id = Some(id.clone());
     if let Some(secs) = wait {
@@ -316,8 +320,8 @@ async fn create(s: &Arc<Shared>, model: Option<String>, h: &HeaderMap, body: &By
 fn prediction(s: &Shared, j: &Job) -> Value {
     let state = j.state();
     let status = match &state {
-        JobState::Queued => "starting".to_owned(),
-        JobState::Running => "processing".to_owned(),
+        JobState::Queued => j.queued_label("starting").to_owned(),
+        JobState::Running => j.running_label("processing").to_owned(),
         JobState::Succeeded => "succeeded".to_owned(),
         JobState::Failed | JobState::Rejected => "failed".to_owned(),
         JobState::Canceled => "canceled".to_owned(),

@@ -268,6 +268,10 @@ async fn create(State(s): State<Arc<Shared>>, op: &'static str, h: HeaderMap, bo
     let mut job = Job::new(id.clone(), s.next_seq(), model, b, settings.progression, fault);
     job.outputs = vec![format!("{}/files/{id}.{ext}?_jwt={}", s.origin, hex_id(32))];
     job.meta = json!({"op": op, "credits": credits});
+    job.labels = (
+        s.settings().queued_status.clone(),
+        s.settings().running_status.clone(),
+    );
     s.jobs.insert(job);
     tag.job_id = Some(id.clone());
     with_tag(json_response(200, &json!({"id": id})), tag)
@@ -277,9 +281,9 @@ fn task_json(j: &Job) -> Value {
     let state = j.state();
     let mut t = json!({"id": j.id, "createdAt": rfc3339(j.created_at)});
     match &state {
-        JobState::Queued => t["status"] = json!("PENDING"),
+        JobState::Queued => t["status"] = json!(j.queued_label("PENDING")),
         JobState::Running => {
-            t["status"] = json!("RUNNING");
+            t["status"] = json!(j.running_label("RUNNING"));
             t["progress"] = json!(j.progress());
         }
         JobState::Succeeded => {

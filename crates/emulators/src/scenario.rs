@@ -276,6 +276,7 @@ async fn generate(
         settings.progression,
         fault,
     );
+    job.labels = (settings.queued_status.clone(), settings.running_status.clone());
     let ext = if op == "vectorize" { "svg" } else { "png" };
     let assets: Vec<String> = (0..plan.samples)
         .map(|i| format!("asset_{}-{i}", &id[4..]))
@@ -301,10 +302,10 @@ async fn generate(
     with_tag(json_response(200, &out), tag)
 }
 
-fn status_str(state: &JobState) -> String {
+fn status_str(j: &Job, state: &JobState) -> String {
     match state {
-        JobState::Queued => "queued".into(),
-        JobState::Running => "in-progress".into(),
+        JobState::Queued => j.queued_label("queued").into(),
+        JobState::Running => j.running_label("in-progress").into(),
         JobState::Succeeded => "success".into(),
         JobState::Failed | JobState::Rejected => "failure".into(),
         JobState::Canceled | JobState::Aborted => "canceled".into(),
@@ -318,7 +319,7 @@ fn job_json(j: &Job) -> Value {
     let mut history = vec![json!({"status": "queued", "date": created})];
     if !matches!(state, JobState::Queued) {
         history.push(
-            json!({"status": status_str(&state), "date": rfc3339(j.created_at + Duration::from_secs(1))}),
+            json!({"status": status_str(j, &state), "date": rfc3339(j.created_at + Duration::from_secs(1))}),
         );
     }
     let assets = if state == JobState::Succeeded {
@@ -329,7 +330,7 @@ fn job_json(j: &Job) -> Value {
     let mut job = json!({
         "jobId": j.id,
         "jobType": if j.meta["op"] == "custom" { "custom" } else { "inference" },
-        "status": status_str(&state),
+        "status": status_str(j, &state),
         "progress": j.progress(),
         "statusHistory": history,
         "metadata": {"input": j.input, "assetIds": assets},

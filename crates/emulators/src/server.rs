@@ -90,6 +90,14 @@ pub struct Settings {
     /// Keep a full request log (method, path, headers, body). Counters are always kept. Turn off for
     /// benchmarks: the log is the only lock every request takes.
     pub record_requests: bool,
+    /// Spell the queued state this way instead of the provider's usual word (e.g. Runway `THROTTLED`,
+    /// Scenario `warming-up`), for jobs created from now on.
+    pub queued_status: Option<String>,
+    /// Spell the running state this way (e.g. Scenario `finalizing`), for jobs created from now on.
+    pub running_status: Option<String>,
+    /// ElevenLabs: the header that carries the billed characters (`character-cost`; the docs' example
+    /// uses `x-character-count`).
+    pub elevenlabs_cost_header: String,
     /// fal: report this `X-Fal-Billable-Units` instead of the computed value.
     pub fal_billable_units: Option<String>,
     /// Replicate: report this `metrics.predict_time` instead of the per-model default.
@@ -121,6 +129,9 @@ impl Settings {
             api_secret: "emu_api_secret".to_owned(),
             progression: Progression::default(),
             record_requests: true,
+            queued_status: None,
+            running_status: None,
+            elevenlabs_cost_header: "character-cost".to_owned(),
             fal_billable_units: None,
             replicate_predict_time: None,
             openai_image_input_tokens: 323,

@@ -39,6 +39,19 @@ async fn tts_returns_audio_with_cost_headers() {
     .await
     .unwrap();
     assert_eq!(header(&r, "character-cost").as_deref(), Some("3"));
+    el.update_settings(|s| s.elevenlabs_cost_header = "x-character-count".into());
+    let r = authed(&el, c.post(format!("{}/v1/text-to-speech/v", el.base_url())))
+        .json(&json!({"text": "Hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            header(&r, "x-character-count").as_deref(),
+            header(&r, "character-cost")
+        ),
+        (Some("3"), None)
+    );
     assert_eq!(
         el.requests_to(Endpoint::Create)[1].model.as_deref(),
         Some("eleven_multilingual_v2")

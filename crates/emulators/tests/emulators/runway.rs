@@ -196,3 +196,29 @@ async fn faults_in_runway_shapes() {
     assert_eq!(code, 400);
     assert_eq!(rw.jobs().len(), 2);
 }
+
+#[tokio::test]
+async fn status_spellings_can_be_overridden() {
+    let rw = Emulator::builder(Kind::Runway)
+        .progression(Progression::polls(1, 1))
+        .configure(|s| s.queued_status = Some("THROTTLED".into()))
+        .start()
+        .await
+        .unwrap();
+    let c = client();
+    let (_, b) = json(
+        authed(&rw, c.post(format!("{}/v1/text_to_image", rw.base_url())))
+            .json(&json!({"model": "gen4_image", "promptText": "x", "ratio": "1280:720"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let url = format!("{}/v1/tasks/{}", rw.base_url(), b["id"].as_str().unwrap());
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (_, t) = json(authed(&rw, c.get(&url)).send().await.unwrap()).await;
+        seen.push(t["status"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, ["THROTTLED", "RUNNING", "SUCCEEDED"]);
+}
