@@ -63,6 +63,46 @@ impl Kind {
         }
     }
 
+    /// The model ids (from the shared `MODEL_IDS` list) whose inputs this emulator validates and whose
+    /// costs it reports as documented. Other model ids are accepted with generic behaviour.
+    pub fn models(self) -> &'static [&'static str] {
+        match self {
+            Kind::Fal => &[
+                "fal-ai/flux/dev",
+                "fal-ai/flux/schnell",
+                "fal-ai/flux-pro/kontext",
+                "fal-ai/kling-video/v1.6/standard/text-to-video",
+            ],
+            Kind::Replicate => &[
+                "black-forest-labs/flux-schnell",
+                "black-forest-labs/flux-dev",
+                "black-forest-labs/flux-1.1-pro",
+                "black-forest-labs/flux-1.1-pro-ultra",
+                "minimax/video-01",
+            ],
+            Kind::OpenAi => &["gpt-image-1", "dall-e-3", "tts-1", "tts-1-hd"],
+            Kind::Scenario => &[
+                "sd-1.5",
+                "sdxl",
+                "upscale",
+                "remove-background",
+                "detection",
+                "captioning",
+                "pixelate",
+                "vectorize",
+            ],
+            Kind::ElevenLabs => &[
+                "eleven_multilingual_v2",
+                "eleven_v3",
+                "eleven_flash_v2_5",
+                "eleven_turbo_v2_5",
+                "eleven_text_to_sound_v2",
+                "music_v1",
+            ],
+            Kind::Runway => &["gen4_turbo", "gen4.5", "veo3", "veo3.1_fast", "gen4_image"],
+        }
+    }
+
     /// The credential an emulator accepts unless configured otherwise.
     pub fn default_api_key(self) -> &'static str {
         match self {

@@ -107,3 +107,83 @@ async fn stuck_sync_request_ends_on_shutdown() {
         .unwrap();
     let _ = pending.await.unwrap();
 }
+
+/// A minimal valid create (path relative to the origin, JSON body) for each shared model id.
+fn create_for(kind: Kind, model: &str) -> (String, serde_json::Value) {
+    use serde_json::json;
+    match kind {
+        Kind::Fal => (
+            format!("/{model}"),
+            if model.contains("kontext") {
+                json!({"prompt": "x", "image_url": "https://example.com/a.png"})
+            } else {
+                json!({"prompt": "x"})
+            },
+        ),
+        Kind::Replicate => (
+            format!("/v1/models/{model}/predictions"),
+            json!({"input": {"prompt": "x"}}),
+        ),
+        Kind::OpenAi if model.starts_with("tts") => (
+            "/v1/audio/speech".into(),
+            json!({"model": model, "input": "hello", "voice": "alloy"}),
+        ),
+        Kind::OpenAi => (
+            "/v1/images/generations".into(),
+            json!({"model": model, "prompt": "x"}),
+        ),
+        Kind::Scenario if model == "sdxl" || model == "sd-1.5" => (
+            "/v1/generate/txt2img".into(),
+            json!({"modelId": model, "prompt": "x", "numSamples": 1}),
+        ),
+        Kind::Scenario => (format!("/v1/generate/{model}"), json!({"image": "asset_abc"})),
+        Kind::ElevenLabs if model == "music_v1" => {
+            ("/v1/music".into(), json!({"prompt": "jazz", "model_id": model}))
+        }
+        Kind::ElevenLabs if model.contains("sound") => (
+            "/v1/sound-generation".into(),
+            json!({"text": "boom", "model_id": model}),
+        ),
+        Kind::ElevenLabs => (
+            "/v1/text-to-speech/voice1".into(),
+            json!({"text": "hello", "model_id": model}),
+        ),
+        Kind::Runway if model == "gen4_image" => (
+            "/v1/text_to_image".into(),
+            json!({"model": model, "promptText": "x", "ratio": "1920:1080"}),
+        ),
+        Kind::Runway if model == "gen4_turbo" => (
+            "/v1/image_to_video".into(),
+            json!({"model": model, "promptImage": "https://example.com/a.png"}),
+        ),
+        Kind::Runway => (
+            "/v1/text_to_video".into(),
+            json!({"model": model, "promptText": "x"}),
+        ),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn every_shared_model_id_is_accepted_by_its_emulator() {
+    let c = client();
+    for h in Emulator::start_all().await.unwrap() {
+        for model in h.kind().models() {
+            let (path, body) = create_for(h.kind(), model);
+            let r = super::common::authed(&h, c.post(format!("{}{path}", h.origin())))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            assert!(
+                status.is_success(),
+                "{:?} {model}: {status} {}",
+                h.kind(),
+                r.text().await.unwrap()
+            );
+        }
+        let models: Vec<String> = h.requests().iter().filter_map(|r| r.model.clone()).collect();
+        assert_eq!(models.len(), h.kind().models().len(), "{:?}", h.kind());
+    }
+}

@@ -278,3 +278,38 @@ async fn cancel_after_aborts_before_start_and_cancels_after() {
     assert_eq!(e["status"], "aborted");
     assert_eq!(l["status"], "canceled");
 }
+
+#[tokio::test]
+async fn deployment_predictions_use_the_deployment_name() {
+    let rep = Emulator::builder(Kind::Replicate)
+        .progression(Progression::immediate())
+        .start()
+        .await
+        .unwrap();
+    let c = client();
+    let (code, p) = json(
+        authed(
+            &rep,
+            c.post(format!(
+                "{}/deployments/acme/fast-flux/predictions",
+                rep.base_url()
+            )),
+        )
+        .json(&json!({"input": {"prompt": "x"}}))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 201);
+    assert_eq!(p["model"], "acme/fast-flux");
+    let (_, done) = json(
+        authed(&rep, c.get(p["urls"]["get"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(rep.jobs()[0].outputs.len(), 1);
+}

@@ -210,3 +210,59 @@ async fn validation_auth_cancel_and_faults() {
     .await;
     assert_eq!(code, 400);
 }
+
+#[tokio::test]
+async fn custom_model_and_fixed_operations() {
+    let sc = Emulator::builder(Kind::Scenario)
+        .progression(Progression::immediate())
+        .start()
+        .await
+        .unwrap();
+    let c = client();
+    let (code, b) = json(
+        authed(
+            &sc,
+            c.post(format!("{}/generate/custom/model_video_xyz", sc.base_url())),
+        )
+        .json(&json!({"prompt": "x"}))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(b.get("inference").is_none());
+    assert_eq!(b["creativeUnitsCost"], 5);
+    let (code, up) = json(
+        authed(&sc, c.post(format!("{}/generate/upscale", sc.base_url())))
+            .json(&json!({"image": "asset_1"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((code, up["creativeUnitsCost"].as_u64().unwrap()), (200, 10));
+    let (code, _) = json(
+        authed(&sc, c.post(format!("{}/generate/upscale", sc.base_url())))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 400);
+    let id = up["job"]["jobId"].as_str().unwrap();
+    let (_, j) = json(
+        authed(&sc, c.get(format!("{}/jobs/{id}", sc.base_url())))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(j["job"]["status"], "success");
+    assert_eq!(j["job"]["metadata"]["assetIds"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        sc.jobs().iter().map(|j| j.model.as_str()).collect::<Vec<_>>(),
+        ["model_video_xyz", "upscale"]
+    );
+}
