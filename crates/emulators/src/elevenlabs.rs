@@ -67,7 +67,11 @@ pub(crate) fn render_fault(f: &FaultKind) -> Response {
                 "system_busy",
                 "The system is experiencing heavy traffic, please try again. Higher subscriptions have higher priority.",
             );
-            set_header(&mut r, "retry-after", &retry_after.as_secs().max(1).to_string());
+            set_header(
+                &mut r,
+                "retry-after",
+                &crate::server::retry_after_secs(*retry_after).to_string(),
+            );
             r
         }
         FaultKind::CreditExhausted => detail(

@@ -82,7 +82,11 @@ pub(crate) fn render_fault(f: &FaultKind) -> Response {
                 429,
                 &json!({"detail": "Rate limit exceeded. Please retry later."}),
             );
-            set_header(&mut r, "retry-after", &retry_after.as_secs().max(1).to_string());
+            set_header(
+                &mut r,
+                "retry-after",
+                &crate::server::retry_after_secs(*retry_after).to_string(),
+            );
             r
         }
         FaultKind::CreditExhausted => json_response(

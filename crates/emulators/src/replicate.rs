@@ -70,7 +70,7 @@ pub(crate) fn render_fault(f: &FaultKind) -> Response {
             problem(*status, title, "An unexpected error occurred. Please try again.")
         }
         FaultKind::RateLimited { retry_after } => {
-            let secs = retry_after.as_secs().max(1);
+            let secs = crate::server::retry_after_secs(*retry_after);
             let mut r = problem(
                 429,
                 "Request was throttled.",

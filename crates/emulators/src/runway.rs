@@ -75,7 +75,11 @@ pub(crate) fn render_fault(f: &FaultKind) -> Response {
                 429,
                 "You have exceeded the rate limit for this model. Please retry later.",
             );
-            set_header(&mut r, "retry-after", &retry_after.as_secs().max(1).to_string());
+            set_header(
+                &mut r,
+                "retry-after",
+                &crate::server::retry_after_secs(*retry_after).to_string(),
+            );
             r
         }
         // Status unconfirmed; the message is the one Runway's SDK users report.

@@ -62,7 +62,11 @@ pub(crate) fn render_fault(f: &FaultKind) -> Response {
                 &json!({"error": "Too many requests: your team reached its concurrent generation limit",
                         "details": {"actionName": "generate", "actionLimit": 5}}),
             );
-            set_header(&mut r, "retry-after", &retry_after.as_secs().max(1).to_string());
+            set_header(
+                &mut r,
+                "retry-after",
+                &crate::server::retry_after_secs(*retry_after).to_string(),
+            );
             r
         }
         // Unconfirmed: Scenario's answer when creative units run out is not documented.

@@ -280,7 +280,8 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Bind 127.0.0.1:0 and serve on the current tokio runtime until the handle is dropped.
+    /// Bind 127.0.0.1:0 and serve on the current tokio runtime until the handle is dropped. Must be
+    /// awaited inside a tokio runtime (the server is spawned on it).
     pub async fn start(self) -> Result<EmulatorHandle, EmulatorError> {
         let kind = self.kind;
         let bind = || async move {
@@ -718,6 +719,11 @@ pub(crate) fn set_header(r: &mut Response, name: &str, value: &str) {
 pub(crate) fn with_tag(mut r: Response, tag: Tag) -> Response {
     r.extensions_mut().insert(tag);
     r
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+pub(crate) fn retry_after_secs(d: Duration) -> u64 {
+    (d.as_millis().div_ceil(1000) as u64).max(1)
 }
 
 pub(crate) fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
