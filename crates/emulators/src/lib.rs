@@ -13,6 +13,7 @@ mod runway;
 mod scenario;
 mod server;
 mod validate;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ pub use fault::{Fault, FaultKind, FaultScript};
 pub use jobs::{JobRecord, JobState, Progression};
 pub use log::{Endpoint, RequestRecord};
 pub use server::{Emulator, EmulatorBuilder, EmulatorError, EmulatorHandle, Kind, Settings};
+pub use webhook::WebhookDelivery;
 
 use server::Shared;
 

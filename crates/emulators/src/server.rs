@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
+use base64::Engine;
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -316,6 +317,11 @@ impl EmulatorBuilder {
             req_seq: AtomicU64::new(0),
             inflight: AtomicI64::new(0),
             credits_spent: AtomicI64::new(0),
+            webhook_secret: format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes())
+            ),
+            webhooks: Mutex::new(Vec::new()),
             shutdown: tx,
         });
         shared.faults.push_all(self.faults);
@@ -496,6 +502,17 @@ impl EmulatorHandle {
         lock(&self.shared.cancels).clone()
     }
 
+    /// Replicate: the webhook signing secret (`whsec_...`), also served at
+    /// `GET /v1/webhooks/default/secret`.
+    pub fn webhook_secret(&self) -> &str {
+        &self.shared.webhook_secret
+    }
+
+    /// Webhooks sent so far (Replicate), in order.
+    pub fn webhooks(&self) -> Vec<crate::WebhookDelivery> {
+        lock(&self.shared.webhooks).clone()
+    }
+
     /// Runway: credits spent so far.
     pub fn credits_spent(&self) -> i64 {
         self.shared.credits_spent.load(Ordering::Relaxed)
@@ -505,6 +522,7 @@ impl EmulatorHandle {
     pub fn reset(&self) {
         lock(&self.shared.log).clear();
         lock(&self.shared.cancels).clear();
+        lock(&self.shared.webhooks).clear();
         self.shared.counters.reset();
         self.shared.jobs.clear();
     }
@@ -540,6 +558,8 @@ pub(crate) struct Shared {
     req_seq: AtomicU64,
     pub inflight: AtomicI64,
     pub credits_spent: AtomicI64,
+    pub webhook_secret: String,
+    pub webhooks: Mutex<Vec<crate::WebhookDelivery>>,
     shutdown: watch::Sender<bool>,
 }
 

@@ -313,3 +313,88 @@ async fn deployment_predictions_use_the_deployment_name() {
     assert_eq!(done["status"], "succeeded");
     assert_eq!(rep.jobs()[0].outputs.len(), 1);
 }
+
+#[tokio::test]
+async fn webhooks_are_delivered_and_signed() {
+    use base64::Engine;
+    use hmac::{Hmac, KeyInit, Mac};
+
+    // A local receiver that forwards (headers, body) of every POST.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(axum::http::HeaderMap, bytes::Bytes)>();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |h: axum::http::HeaderMap, b: bytes::Bytes| {
+            let tx = tx.clone();
+            async move {
+                tx.send((h, b)).unwrap();
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let rep = Emulator::builder(Kind::Replicate)
+        .progression(Progression::polls(1, 1))
+        .start()
+        .await
+        .unwrap();
+    let c = client();
+    let (_, secret) = json(
+        authed(&rep, c.get(format!("{}/webhooks/default/secret", rep.base_url())))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(secret["key"], rep.webhook_secret());
+    let (_, p) = json(
+        authed(&rep, c.post(format!("{}/models/black-forest-labs/flux-dev/predictions", rep.base_url())))
+            .json(&json!({"input": {"prompt": "x"}, "webhook": hook, "webhook_events_filter": ["start", "completed"]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut events = Vec::new();
+    for _ in 0..2 {
+        let (h, body) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let (id, ts, sig) = (
+            h["webhook-id"].to_str().unwrap(),
+            h["webhook-timestamp"].to_str().unwrap(),
+            h["webhook-signature"].to_str().unwrap(),
+        );
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(rep.webhook_secret().trim_start_matches("whsec_"))
+            .unwrap();
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{ts}.").as_bytes());
+        mac.update(&body);
+        let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(sig, format!("v1,{expected}"));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["id"], p["id"]);
+        events.push(v["status"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(events, ["processing", "succeeded"]);
+    // The emulator records a delivery once the receiver has answered.
+    for _ in 0..100 {
+        if rep.webhooks().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent = rep.webhooks();
+    assert_eq!(
+        sent.iter()
+            .map(|w| (w.event.as_str(), w.status))
+            .collect::<Vec<_>>(),
+        [("start", Some(200)), ("completed", Some(200))]
+    );
+    // Nobody polled: the prediction advanced by itself.
+    assert_eq!(rep.count(Endpoint::Status), 0);
+}
