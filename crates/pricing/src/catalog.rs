@@ -172,6 +172,8 @@ struct RawModel {
     price: Option<S<Num>>,
     variants: Option<S<Vec<S<RawVariant>>>>,
     quantity_rounding: Option<S<Rounding>>,
+    // per_megapixel
+    pixels_per_megapixel: Option<S<Num>>,
     // every kind
     rounding: Option<S<Rounding>>,
     minimum: Option<S<Num>>,
@@ -654,7 +656,11 @@ fn build_model(
     }
 
     // Which optional keys each kind takes (beyond the common ones).
-    let present: [(&str, Option<Range<usize>>); 21] = [
+    let present: [(&str, Option<Range<usize>>); 22] = [
+        (
+            "pixels_per_megapixel",
+            raw.pixels_per_megapixel.as_ref().map(|v| v.span()),
+        ),
         ("price", raw.price.as_ref().map(|v| v.span())),
         ("variants", raw.variants.as_ref().map(|v| v.span())),
         (
@@ -700,7 +706,14 @@ fn build_model(
     ];
     let allowed: &[&str] = match kind {
         "per_output" | "fixed" => &["price", "variants", "default_quality"],
-        "per_megapixel" | "per_second" | "per_1k_characters" => {
+        "per_megapixel" => &[
+            "price",
+            "variants",
+            "default_quality",
+            "quantity_rounding",
+            "pixels_per_megapixel",
+        ],
+        "per_second" | "per_1k_characters" => {
             &["price", "variants", "default_quality", "quantity_rounding"]
         }
         "per_compute_second" => &["price", "variants", "default_quality", "estimated_seconds"],
@@ -792,6 +805,10 @@ fn build_model(
         "per_megapixel" => Rule::PerMegapixel {
             price: priced(&raw)?,
             quantity_rounding,
+            pixels_per_megapixel: match &raw.pixels_per_megapixel {
+                Some(n) => Decimal::from(positive_int(ctx, n, &key("pixels_per_megapixel"))?),
+                None => Decimal::from(1_000_000u32),
+            },
         },
         "per_second" => Rule::PerSecond {
             price: priced(&raw)?,

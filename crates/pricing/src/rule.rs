@@ -194,6 +194,8 @@ pub(crate) enum Rule {
     PerMegapixel {
         price: Priced,
         quantity_rounding: Option<Rounding>,
+        /// Pixels in one billed megapixel: 1,000,000 by default; fal bills 1024² = 1,048,576.
+        pixels_per_megapixel: Decimal,
     },
     /// Price × seconds of output (optionally rounded).
     PerSecond {
@@ -407,6 +409,7 @@ impl Rule {
             Rule::PerMegapixel {
                 price,
                 quantity_rounding,
+                pixels_per_megapixel,
             } => {
                 let p = price.select(f, cur, "MP", sink)?;
                 if let Some(units) = usage.and_then(|u| u.billable_units) {
@@ -424,12 +427,13 @@ impl Rule {
                     return Ok((a, true));
                 }
                 let (w, h) = need_size(f)?;
-                let mp = megapixels(w, h);
+                let px = u64::from(w) * u64::from(h);
+                let mp = Decimal::from(px) / *pixels_per_megapixel;
                 sink.note(|| {
                     format!(
-                        "{w}x{h} = {} px = {} MP per output",
-                        u64::from(w) * u64::from(h),
-                        num(mp)
+                        "{w}x{h} = {px} px = {} MP of {} px per output",
+                        num(mp),
+                        num(*pixels_per_megapixel)
                     )
                 });
                 let mp = round_q(mp, *quantity_rounding, "MP", sink);

@@ -131,9 +131,14 @@ fn fixed_price_ignores_count() {
 fn per_megapixel_rounds_up_to_whole_megapixels() {
     let book = builtin();
     let dev = t("fal", "fal-ai/flux/dev");
-    // 1024x1024 = 1.048576 MP → 2 MP; 1000x1000 = 1 MP exactly → 1 MP.
+    // fal's megapixel is 1024² px: 1024x1024 is exactly 1 MP ($0.025, fal's headline price), and
+    // 1024x1025 is just over, so it rounds up to 2 MP.
     assert_eq!(
         book.quote(&dev, &img(1024, 1024, 1)).unwrap().cost.amount(),
+        d("0.025")
+    );
+    assert_eq!(
+        book.quote(&dev, &img(1024, 1025, 1)).unwrap().cost.amount(),
         d("0.05")
     );
     assert_eq!(
@@ -423,7 +428,7 @@ fn plan_discounts_apply_to_scenario_cu_only() {
     );
     // Not a CU price list: no discount.
     let fal = pro.quote(&t("fal", "fal-ai/flux/dev"), &job).unwrap();
-    assert_eq!(fal.cost.amount(), d("0.05"));
+    assert_eq!(fal.cost.amount(), d("0.025"));
     let legacy = pro.quote(&t("scenario", "sd-1.5"), &img(512, 512, 1)).unwrap();
     assert_eq!(legacy.cost.amount(), d("0.004"));
 }
@@ -615,8 +620,8 @@ fn explanation_reads_line_by_line() {
         [
             "fal/fal-ai/flux/dev: per_megapixel rule, price list \"default\" (USD), verified 2026-11-21 (providers/fal/prices.toml:6)",
             "price 0.025 USD per MP",
-            "1024x1408 = 1441792 px = 1.441792 MP per output",
-            "1.441792 MP rounded up to whole units → 2 MP",
+            "1024x1408 = 1441792 px = 1.375 MP of 1048576 px per output",
+            "1.375 MP rounded up to whole units → 2 MP",
             "2 MP × 0.025 USD/MP per output → 0.05 USD",
             "× 2 outputs → 0.1 USD",
             "converted at 1 USD = 156.25 CU → 15.625 CU",
