@@ -651,3 +651,124 @@ async fn aliases_choose_routes_by_metadata_and_the_router_is_a_tower_service() {
         "a"
     );
 }
+
+#[tokio::test]
+async fn cost_log_and_ledger_agree_after_failures_retries_and_gate_rejections() {
+    use genroute_ledger::{EntryKind, HistoryFilter};
+    use genroute_telemetry::{CostLogOptions, FlushPolicy, JsonlCostLog, read_cost_log};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cost.jsonl");
+    let log = Arc::new(
+        JsonlCostLog::open(
+            &path,
+            CostLogOptions {
+                flush: FlushPolicy::EveryLine,
+                ..CostLogOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    // a: unbilled outages and a billed-unknown failure; b: answers, but the gate rejects every other output.
+    let lost =
+        ProviderError::new(ErrorKind::Unavailable, "connection reset after send").billed(Billed::Unknown);
+    let a = sp(
+        "a",
+        vec![
+            Step::Fail(unavailable()),
+            Step::Fail(lost.clone()),
+            Step::Succeed,
+            Step::Fail(lost),
+            Step::Fail(unavailable()),
+        ],
+    );
+    let b = sp("b", vec![Step::Succeed]);
+    let mut r = route(vec![cand("a"), cand("b")], Policy::Priority);
+    r.retry = quick_retry(1);
+    let flip = Arc::new(Mutex::new(false));
+    let gate_flip = flip.clone();
+    let fx = fixture_with(r, &[a, b], 100, move |bld| {
+        bld.cost_sink(log.clone())
+            .quality_gate(Arc::new(move |_: &Job, _: &genroute_core::Generation| {
+                let mut f = gate_flip.lock().unwrap();
+                *f = !*f;
+                if *f {
+                    GateVerdict::Reject {
+                        reason: "off-spec".into(),
+                    }
+                } else {
+                    GateVerdict::Accept
+                }
+            }))
+    })
+    .await;
+    let mut outcomes = Vec::new();
+    for i in 0..8 {
+        let member = if i % 2 == 0 { "alice" } else { "bob" };
+        let who = Caller::team(team()).member(MemberId::new(member).unwrap());
+        let job = GenerateRequest::new(image(), "r", who).job_id(JobId::new(format!("j{i}")).unwrap());
+        outcomes.push(fx.router.generate(job).await);
+    }
+    assert!(outcomes.iter().any(Result::is_ok));
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Err(RouterError::BudgetExceeded { .. }))),
+        "the 100 CU allowance runs out part-way"
+    );
+    drop(fx.router);
+    let contents = read_cost_log(&path).unwrap();
+    let summary = contents.summary().unwrap();
+    let usage = fx.ledger.usage(&Scope::Team(team())).await.unwrap();
+    assert_eq!(usage.held.amount(), Decimal::ZERO, "no hold left open");
+    assert_eq!(
+        summary.total.cu,
+        usage.used.amount(),
+        "cost log total == ledger used"
+    );
+    assert!(summary.total.cu > Decimal::ZERO);
+    // Per provider and per member too, from the ledger's own append-only history.
+    let history = fx
+        .ledger
+        .history(&HistoryFilter::scope(Scope::Team(team())))
+        .await
+        .unwrap();
+    // A settle entry's amount is the whole charge (overruns included): one per billed attempt.
+    let settled_by_provider = |p: &str| -> Decimal {
+        history
+            .iter()
+            .filter(|e| e.kind == EntryKind::Settle)
+            .filter(|e| e.meta.as_ref().is_some_and(|m| m.provider.as_str() == p))
+            .map(|e| e.amount.amount())
+            .sum()
+    };
+    for p in ["a", "b"] {
+        let logged = summary
+            .by_provider
+            .get(&ProviderId::new(p).unwrap())
+            .map_or(Decimal::ZERO, |t| t.cu);
+        assert_eq!(logged, settled_by_provider(p), "provider {p}");
+    }
+    for m in ["alice", "bob"] {
+        let member = Scope::Member(team(), MemberId::new(m).unwrap());
+        let used = fx.ledger.usage(&member).await.unwrap().used.amount();
+        let logged = summary
+            .by_member
+            .get(&Some(MemberId::new(m).unwrap()))
+            .map_or(Decimal::ZERO, |t| t.cu);
+        assert_eq!(logged, used, "member {m}");
+    }
+    // Every attempt is a line, denials included; retries and gate rejections are visible.
+    let records = contents.records;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.outcome == genroute_telemetry::OutcomeCode::GateRejected)
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.outcome == genroute_telemetry::OutcomeCode::BudgetDenied)
+    );
+    assert!(records.iter().any(|r| r.fallback_reason.is_some()));
+}
