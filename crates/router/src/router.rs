@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use genroute_core::{
     Billed, CallContext, Charge, CostSource, ErrorKind, IdempotencyKey, JobId, ModelRef, Money, Provider,
-    ProviderError, ProviderId, ProviderRequest, validate_request,
+    ProviderError, ProviderId, ProviderRequest,
 };
 use genroute_ledger::{EntryMeta, Hold, Ledger, LedgerError, ReserveRequest};
 use genroute_pricing::PriceBook;
@@ -230,24 +230,24 @@ impl Router {
         let mut assessments = Vec::with_capacity(route.candidates.len());
         for c in &route.candidates {
             let target = c.target();
+            // Capabilities are checked in place (no copy of the job per candidate).
             let quote = match providers.get(&c.provider) {
                 None => Err(DropReason::UnknownProvider),
-                Some(p) => {
-                    let req = ProviderRequest {
-                        model: c.model.clone(),
-                        job: request.job.clone(),
-                    };
-                    match validate_request(p.as_ref(), &req) {
+                Some(p) => match p.model(&c.model) {
+                    None => Err(DropReason::Unsupported {
+                        detail: format!("{} does not offer this model", c.provider),
+                    }),
+                    Some(info) => match info.capabilities.check(&request.job) {
                         Err(e) => Err(DropReason::Unsupported {
-                            detail: e.message().to_owned(),
+                            detail: e.to_string(),
                         }),
-                        Ok(_) => prices
+                        Ok(()) => prices
                             .quote(&target, &request.job)
                             .map_err(|e| DropReason::NotPriced {
                                 detail: e.to_string(),
                             }),
-                    }
-                }
+                    },
+                },
             };
             let available = self.breaker(&target).is_available();
             assessments.push(Assessment {
