@@ -110,6 +110,9 @@ pub struct Capabilities {
     /// Whether video can end on a given frame.
     #[serde(default)]
     pub last_frame: bool,
+    /// Whether video can only be made from a first frame (image to video, no text to video).
+    #[serde(default)]
+    pub requires_first_frame: bool,
     /// Whether video can carry native audio.
     #[serde(default)]
     pub video_audio: bool,
@@ -142,6 +145,7 @@ impl Capabilities {
             seed: false,
             image_to_video: false,
             last_frame: false,
+            requires_first_frame: false,
             video_audio: false,
             async_jobs: false,
             cancel: false,
@@ -198,6 +202,12 @@ impl Capabilities {
                     self.check_size(size)?;
                 }
                 self.check_duration("duration_seconds", j.duration_seconds())?;
+                if j.first_frame().is_none() && self.requires_first_frame {
+                    return Err(Unsupported::new(
+                        "first_frame",
+                        "the model only animates a first frame",
+                    ));
+                }
                 if j.first_frame().is_some() && !self.image_to_video {
                     return Err(Unsupported::new(
                         "first_frame",

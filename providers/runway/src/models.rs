@@ -141,6 +141,7 @@ fn capabilities(spec: &Spec) -> Capabilities {
             // whatever the ratio).
             c.sizes = Some(SizeSupport::AspectRatio);
             c.image_to_video = true;
+            c.requires_first_frame = !spec.text_to_video;
             c.last_frame = spec.last_frame;
             c.video_audio = spec.audio;
             c
