@@ -411,6 +411,7 @@ impl Book {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn entry(
         &mut self,
         caller: Caller,

@@ -653,7 +653,7 @@ fn writes<'s>(st: &'s Statements, book: &mut Book, create: bool, calls: &mut Vec
     }
     if !book.entries.is_empty() {
         let es: Vec<Entry> = std::mem::take(&mut book.entries);
-        let s = |f: &dyn Fn(&Entry) -> Option<String>| es.iter().map(|e| f(e)).collect::<Vec<_>>();
+        let s = |f: &dyn Fn(&Entry) -> Option<String>| es.iter().map(f).collect::<Vec<_>>();
         calls.push((
             &st.insert_entries,
             vec![
