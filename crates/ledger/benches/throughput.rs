@@ -1,12 +1,17 @@
 //! Throughput of 4-scope reserve + settle pairs, per backend, at 1, 4 and 16 concurrent clients.
 //!
 //! `cargo bench -p genroute-ledger --bench throughput -- [memory] [sqlite-full] [sqlite-normal] [postgres]
-//! [--secs N]` (all backends when none is named). PostgreSQL reads `GENROUTE_TEST_POSTGRES_URL` (source
+//! [--secs N] [--clients 1,4,16]` (all backends when none is named). PostgreSQL reads `GENROUTE_TEST_POSTGRES_URL` (source
 //! `scripts/lib/postgres.sh` and run `ensure_postgres` for a throwaway cluster) and is skipped without it.
 //! Every pair is a full reservation on team + member + project + API key (each capped, so every cap is
 //! checked), then a settle of a smaller amount; both are acknowledged only after they are durable to the
 //! degree the backend line states.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -53,7 +58,11 @@ async fn make(backend: &str, run: usize) -> Option<Arc<dyn Ledger>> {
                 schema: Some(format!("bench_{}_{run}", std::process::id())),
                 ..PostgresOptions::default()
             };
-            Arc::new(PostgresLedger::connect_with(&url, options, clock.clone()).await.unwrap())
+            Arc::new(
+                PostgresLedger::connect_with(&url, options, clock.clone())
+                    .await
+                    .unwrap(),
+            )
         }
         other => panic!("unknown backend {other}"),
     })
@@ -99,7 +108,7 @@ async fn measure(ledger: Arc<dyn Ledger>, clients: usize, secs: f64) -> f64 {
                 ledger.settle(&hold.id, &charge).await.unwrap();
                 count.fetch_add(1, Ordering::Relaxed);
                 i += 1;
-                if i % 64 == 0 {
+                if i.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }
@@ -113,35 +122,55 @@ async fn measure(ledger: Arc<dyn Ledger>, clients: usize, secs: f64) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut secs = 2.0;
+    let mut secs: f64 = 2.0;
+    let mut clients: Vec<usize> = vec![1, 4, 16];
     let mut backends = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--secs" => secs = it.next().and_then(|s| s.parse().ok()).unwrap_or(secs),
+            "--clients" => {
+                clients = it
+                    .next()
+                    .map(|s| s.split(',').filter_map(|c| c.parse().ok()).collect())
+                    .unwrap_or(clients);
+            }
             "--bench" => {}
             other if !other.starts_with('-') => backends.push(other.to_owned()),
             _ => {}
         }
     }
     if backends.is_empty() {
-        backends = ["memory", "sqlite-full", "sqlite-normal", "postgres"].map(String::from).to_vec();
+        backends = ["memory", "sqlite-full", "sqlite-normal", "postgres"]
+            .map(String::from)
+            .to_vec();
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     println!("4-scope reserve+settle pairs per second ({secs} s per cell)");
-    println!("{:<14} {:>12} {:>12} {:>12}", "backend", "1 client", "4 clients", "16 clients");
+    println!(
+        "{:<14} {:>12} {:>12} {:>12}",
+        "backend", "1 client", "4 clients", "16 clients"
+    );
     let mut run = 0;
     for b in &backends {
         let mut cells = Vec::new();
-        for clients in [1, 4, 16] {
+        for &clients in &clients {
             run += 1;
-            let Some(ledger) = rt.block_on(make(b, run)) else { break };
+            let Some(ledger) = rt.block_on(make(b, run)) else {
+                break;
+            };
             // Memory keeps every hold and entry: a short run keeps its footprint to a few GB.
             let secs = if b == "memory" { secs.min(1.0) } else { secs };
             cells.push(rt.block_on(measure(ledger, clients, secs)));
         }
         if cells.len() == 3 {
-            println!("{:<14} {:>12.0} {:>12.0} {:>12.0}", b, cells[0], cells[1], cells[2]);
+            println!(
+                "{:<14} {:>12.0} {:>12.0} {:>12.0}",
+                b, cells[0], cells[1], cells[2]
+            );
         }
     }
 }

@@ -6,8 +6,10 @@
 //! marked dirty. Every operation checks everything before it changes anything, so a refused operation
 //! leaves the book as it found it (all-or-nothing per reservation, across all scopes).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
@@ -19,6 +21,72 @@ use crate::types::{
     AutoRefill, Balance, Entry, EntryKind, EntryMeta, FundsBatch, FundsKind, Hold, HoldId, PlanChange,
     ReserveRequest, Scope, ScopeKey, ScopeKind, Settlement, TeamConfig, Usage, UsageStatus,
 };
+
+/// A fast non-cryptographic hasher (the FxHash mix) for the in-memory indexes. Keys are ids the ledger
+/// made or the application gave; collisions cost only speed, never correctness.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The FxHash mix leaves the low bits (which pick the bucket) blind to high input bytes; finish
+        // with murmur3's avalanche so ids differing only in their last characters spread out.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub(crate) type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<FxHasher>>;
+
+/// A new identifier unique across processes: a random per-process prefix and a counter (cheaper than a
+/// UUID per hold: no system call, no formatting of 128 bits).
+pub(crate) fn new_id() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{n:x}")
+}
 
 /// Truncates an instant to whole milliseconds (the precision every backend stores).
 pub(crate) fn trunc_ms(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -116,7 +184,8 @@ pub(crate) struct Book {
     pub(crate) team: TeamRow,
     pub(crate) scopes: HashMap<ScopeKey, ScopeRow>,
     pub(crate) funds: Vec<Batch>,
-    pub(crate) holds: HashMap<Arc<str>, HoldRow>,
+    /// Boxed: the map grows with every hold, and rehashing then moves pointers, not rows.
+    pub(crate) holds: HashMap<Arc<str>, Box<HoldRow>>,
     pub(crate) idem: HashMap<IdempotencyKey, Arc<str>>,
     pub(crate) expiry: BTreeSet<(DateTime<Utc>, Arc<str>)>,
     /// `None` for the memory backend (nothing to persist).
@@ -259,10 +328,10 @@ impl Book {
                 refills_used: 0,
                 overdraft: Decimal::ZERO,
             },
-            scopes: HashMap::new(),
+            scopes: HashMap::default(),
             funds: Vec::new(),
-            holds: HashMap::new(),
-            idem: HashMap::new(),
+            holds: HashMap::default(),
+            idem: HashMap::default(),
             expiry: BTreeSet::new(),
             dirty: track.then(Dirty::default),
             entries: Vec::new(),
@@ -276,10 +345,10 @@ impl Book {
     pub(crate) fn loaded(team: TeamRow) -> Book {
         Book {
             team,
-            scopes: HashMap::new(),
+            scopes: HashMap::default(),
             funds: Vec::new(),
-            holds: HashMap::new(),
-            idem: HashMap::new(),
+            holds: HashMap::default(),
+            idem: HashMap::default(),
             expiry: BTreeSet::new(),
             dirty: Some(Dirty::default()),
             entries: Vec::new(),
@@ -292,7 +361,7 @@ impl Book {
             self.expiry.insert((h.expires_at, h.key.clone()));
         }
         self.idem.insert(h.idem.clone(), h.key.clone());
-        self.holds.insert(h.key.clone(), h);
+        self.holds.insert(h.key.clone(), Box::new(h));
     }
 
     fn mark_team(&mut self) {
@@ -648,7 +717,7 @@ impl Book {
             let row = self.scope(k);
             row.held += amount;
         }
-        let key: Arc<str> = Arc::from(uuid::Uuid::now_v7().to_string());
+        let key: Arc<str> = Arc::from(new_id());
         let expires_at = add(now, req.ttl);
         let row = HoldRow {
             key: key.clone(),
@@ -680,6 +749,7 @@ impl Book {
     fn get_hold(&self, id: &HoldId) -> Result<&HoldRow, LedgerError> {
         self.holds
             .get(&id.key)
+            .map(|h| &**h)
             .ok_or_else(|| LedgerError::UnknownHold(id.clone()))
     }
 
@@ -825,7 +895,7 @@ impl Book {
                 "funds would expire at {expires_at}, not after now ({now})"
             )));
         }
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = new_id();
         self.funds.push(Batch {
             id: id.clone(),
             kind,

@@ -8,7 +8,7 @@
 //! writer takes it first. Statements are prepared once per connection and pipelined, so a batch costs four
 //! round trips whatever its size. Amounts are `NUMERIC`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::{Backend, Engine, RefillHook, forward_ledger};
 use crate::error::{HoldState, LedgerError};
 use crate::logic::{
-    Batch, Book, HoldRow, Op, Outcome, ScopeRow, TeamRow, apply, from_ms, hold_scope_keys, ms, trunc_ms,
+    Batch, Book, HashMap, HashSet, HoldRow, Op, Outcome, ScopeRow, TeamRow, apply, from_ms, hold_scope_keys,
+    ms, trunc_ms,
 };
 use crate::types::{
     AutoRefill, Entry, EntryKind, EntryMeta, FundsKind, HistoryFilter, HoldId, ScopeKey, ScopeKind,
@@ -405,7 +406,7 @@ impl Worker {
             c.query(&st.funds, &tp),
         )
         .map_err(err)?;
-        let mut books: HashMap<TeamId, Book> = HashMap::new();
+        let mut books: HashMap<TeamId, Book> = HashMap::default();
         for r in &team_rows {
             let row = team_row(r).map_err(err)?;
             books.insert(row.team.clone(), Book::loaded(row));
@@ -461,7 +462,7 @@ impl Worker {
         // Round trip 3: scope rows of the operations and of every loaded hold.
         let mut scope_q: Vec<(String, Vec<i32>, Vec<String>)> = Vec::new();
         for (team, book) in &books {
-            let mut keys: HashSet<ScopeKey> = HashSet::new();
+            let mut keys: HashSet<ScopeKey> = HashSet::default();
             for (op, _) in ops.iter().filter(|(op, _)| op.team() == team) {
                 keys.extend(op.scope_keys());
             }
@@ -621,7 +622,11 @@ fn writes<'s>(st: &'s Statements, book: &mut Book, create: bool, calls: &mut Vec
         ));
     }
     if !dirty.holds.is_empty() {
-        let hs: Vec<&HoldRow> = dirty.holds.iter().filter_map(|k| book.holds.get(k)).collect();
+        let hs: Vec<&HoldRow> = dirty
+            .holds
+            .iter()
+            .filter_map(|k| book.holds.get(k).map(|h| &**h))
+            .collect();
         let col = |f: &dyn Fn(&HoldRow) -> Option<String>| hs.iter().map(|h| f(h)).collect::<Vec<_>>();
         calls.push((
             &st.upsert_holds,

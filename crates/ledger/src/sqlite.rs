@@ -9,7 +9,6 @@
 //! Amounts are stored as TEXT holding the exact decimal: arithmetic happens in Rust under the write lock,
 //! never in SQL, so TEXT keeps any scale exactly without a fixed-point convention to maintain.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, mpsc};
@@ -27,7 +26,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::{Backend, Engine, RefillHook, forward_ledger};
 use crate::error::{HoldState, LedgerError};
 use crate::logic::{
-    Batch, Book, HoldRow, Op, Outcome, ScopeRow, TeamRow, apply, from_ms, hold_scope_keys, ms,
+    Batch, Book, HashMap, HashSet, HoldRow, Op, Outcome, ScopeRow, TeamRow, apply, from_ms, hold_scope_keys,
+    ms,
 };
 use crate::types::{
     AutoRefill, Entry, EntryKind, EntryMeta, FundsKind, HistoryFilter, HoldId, ScopeKey, TeamConfig,
@@ -251,7 +251,7 @@ fn run_batch(conn: &mut Connection, jobs: Vec<Job>) {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
-        let mut books: HashMap<TeamId, Loaded> = HashMap::new();
+        let mut books: HashMap<TeamId, Loaded> = HashMap::default();
         let mut jobs = jobs.into_iter();
         // A storage failure aborts the whole batch (every request gets the error); logic errors belong to
         // their own request only.
@@ -338,9 +338,9 @@ fn create(
         cfg.team.clone(),
         Loaded {
             book,
-            scopes: HashSet::new(),
-            holds: HashSet::new(),
-            idems: HashSet::new(),
+            scopes: HashSet::default(),
+            holds: HashSet::default(),
+            idems: HashSet::default(),
         },
     );
     Ok(Ok(()))
@@ -358,9 +358,9 @@ fn run(tx: &Tx<'_>, books: &mut HashMap<TeamId, Loaded>, op: Op, now: DateTime<U
             team.clone(),
             Loaded {
                 book,
-                scopes: HashSet::new(),
-                holds: HashSet::new(),
-                idems: HashSet::new(),
+                scopes: HashSet::default(),
+                holds: HashSet::default(),
+                idems: HashSet::default(),
             },
         );
     }
