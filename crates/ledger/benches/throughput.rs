@@ -8,6 +8,7 @@
 //! degree the backend line states.
 #![allow(
     clippy::unwrap_used,
+    clippy::panic,
     clippy::expect_used,
     clippy::print_stdout,
     clippy::print_stderr
