@@ -1,6 +1,7 @@
 //! Throughput of 4-scope reserve + settle pairs, per backend, at 1, 4 and 16 concurrent clients.
 //!
 //! `cargo bench -p genroute-ledger --bench throughput -- [memory] [sqlite-full] [sqlite-normal] [postgres]
+//! [postgres-async]
 //! [--secs N] [--clients 1,4,16]` (all backends when none is named). PostgreSQL reads `GENROUTE_TEST_POSTGRES_URL` (source
 //! `scripts/lib/postgres.sh` and run `ensure_postgres` for a throwaway cluster) and is skipped without it.
 //! Every pair is a full reservation on team + member + project + API key (each capped, so every cap is
@@ -50,13 +51,14 @@ async fn make(backend: &str, run: usize) -> Option<Arc<dyn Ledger>> {
         "memory" => Arc::new(MemoryLedger::with_clock(clock.clone())),
         "sqlite-full" => sqlite(SqliteSync::Full),
         "sqlite-normal" => sqlite(SqliteSync::Normal),
-        "postgres" => {
+        "postgres" | "postgres-async" => {
             let Ok(url) = std::env::var("GENROUTE_TEST_POSTGRES_URL") else {
                 eprintln!("postgres: GENROUTE_TEST_POSTGRES_URL unset, skipped");
                 return None;
             };
             let options = PostgresOptions {
                 schema: Some(format!("bench_{}_{run}", std::process::id())),
+                synchronous_commit: backend == "postgres",
                 ..PostgresOptions::default()
             };
             Arc::new(
@@ -151,10 +153,11 @@ fn main() {
         .build()
         .unwrap();
     println!("4-scope reserve+settle pairs per second ({secs} s per cell)");
-    println!(
-        "{:<14} {:>12} {:>12} {:>12}",
-        "backend", "1 client", "4 clients", "16 clients"
-    );
+    let header: String = clients
+        .iter()
+        .map(|c| format!(" {:>11}", format!("{c} clients")))
+        .collect();
+    println!("{:<14}{header}", "backend");
     let mut run = 0;
     for b in &backends {
         let mut cells = Vec::new();
@@ -167,11 +170,9 @@ fn main() {
             let secs = if b == "memory" { secs.min(1.0) } else { secs };
             cells.push(rt.block_on(measure(ledger, clients, secs)));
         }
-        if cells.len() == 3 {
-            println!(
-                "{:<14} {:>12.0} {:>12.0} {:>12.0}",
-                b, cells[0], cells[1], cells[2]
-            );
+        if cells.len() == clients.len() {
+            let row: String = cells.iter().map(|v| format!(" {v:>11.0}")).collect();
+            println!("{b:<14}{row}");
         }
     }
 }
