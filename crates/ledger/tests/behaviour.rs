@@ -95,7 +95,12 @@ pub fn postgres_url() -> Option<String> {
             panic!("GENROUTE_TEST_POSTGRES_URL is unset in CI: the PostgreSQL backend must be tested")
         }
         _ => {
-            eprintln!("notice: GENROUTE_TEST_POSTGRES_URL unset; skipping a PostgreSQL test");
+            // Straight to the file descriptor: libtest captures `eprintln!`, and the notice must show.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "notice: GENROUTE_TEST_POSTGRES_URL unset; skipping a PostgreSQL test"
+            );
             None
         }
     }
