@@ -85,7 +85,7 @@ pub(crate) fn new_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{n:x}")
+    format!("{prefix}-{n:012x}")
 }
 
 /// Truncates an instant to whole milliseconds (the precision every backend stores).
@@ -192,6 +192,10 @@ pub(crate) struct Book {
     pub(crate) dirty: Option<Dirty>,
     /// New entries (SQL backends drain them on save; the memory backend keeps them all).
     pub(crate) entries: Vec<Entry>,
+    /// For books read from storage: every scope key looked up (found or not). Changing a scope row that
+    /// was never looked up would overwrite the stored one with a blank; debug builds assert it never
+    /// happens.
+    pub(crate) looked_up: Option<HashSet<ScopeKey>>,
 }
 
 /// One operation on one team.
@@ -248,23 +252,14 @@ impl Op {
         }
     }
 
-    /// Scope rows this operation needs (besides those of the holds it touches).
+    /// Scope rows this operation needs besides those of the holds it touches: always the team's (every
+    /// operation starts with maintenance, which may expire holds, and every hold holds on the team), plus
+    /// the scope it names.
     pub(crate) fn scope_keys(&self) -> Vec<ScopeKey> {
-        let team = ScopeKey {
-            kind: ScopeKind::Team,
-            id: Arc::from(""),
-        };
         match self {
             Op::Reserve(r) => Scope::of_caller(&r.caller).iter().map(Scope::key).collect(),
-            Op::SetCap(s, _) => vec![s.key()],
-            Op::Usage(s) => {
-                let mut v = vec![team];
-                if s.kind() != ScopeKind::Team {
-                    v.push(s.key());
-                }
-                v
-            }
-            _ => vec![team],
+            Op::SetCap(s, _) | Op::Usage(s) if s.kind() != ScopeKind::Team => vec![team_key(), s.key()],
+            _ => vec![team_key()],
         }
     }
 }
@@ -335,6 +330,7 @@ impl Book {
             expiry: BTreeSet::new(),
             dirty: track.then(Dirty::default),
             entries: Vec::new(),
+            looked_up: None,
         };
         book.mark_team();
         book.grant_plan(now);
@@ -352,6 +348,7 @@ impl Book {
             expiry: BTreeSet::new(),
             dirty: Some(Dirty::default()),
             entries: Vec::new(),
+            looked_up: Some(HashSet::default()),
         }
     }
 
@@ -385,6 +382,10 @@ impl Book {
     /// The scope row for mutation, normalised to the current period (created empty when absent) and
     /// marked dirty.
     fn scope(&mut self, k: &ScopeKey) -> &mut ScopeRow {
+        debug_assert!(
+            self.looked_up.as_ref().is_none_or(|l| l.contains(k)),
+            "scope row {k:?} changed without being read from storage"
+        );
         let period = ms(self.team.period_start);
         if let Some(d) = &mut self.dirty {
             d.scopes.insert(k.clone());
@@ -560,9 +561,11 @@ impl Book {
     }
 
     fn remove_funds(&mut self, pred: impl Fn(&Batch) -> bool, at: Option<DateTime<Utc>>) {
-        let (gone, keep): (Vec<Batch>, Vec<Batch>) =
+        let (mut gone, keep): (Vec<Batch>, Vec<Batch>) =
             std::mem::take(&mut self.funds).into_iter().partition(pred);
         self.funds = keep;
+        // Storage order differs between backends: record in spending order, so history is the same.
+        gone.sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
         for b in gone {
             if b.remaining > Decimal::ZERO {
                 let team = Caller::team(self.team.team.clone());

@@ -490,6 +490,23 @@ impl Worker {
             let Some(book) = books.get_mut(&TeamId::new(&qt.0).map_err(err)?) else {
                 continue;
             };
+            // What the scope query looked up: the operations' keys and every loaded hold's scopes.
+            let mut seen: HashSet<ScopeKey> =
+                qt.1.iter()
+                    .zip(&qt.2)
+                    .filter_map(|(k, id)| {
+                        ScopeKind::from_code(i64::from(*k)).map(|kind| ScopeKey {
+                            kind,
+                            id: Arc::from(id.as_str()),
+                        })
+                    })
+                    .collect();
+            for h in book.holds.values() {
+                // The query adds the member, project and key rows of holds (not the team's: see `want`).
+                let keys = crate::logic::hold_scope_keys(&h.caller);
+                seen.extend(keys.into_iter().filter(|k| k.kind != ScopeKind::Team));
+            }
+            book.looked_up = Some(seen);
             for r in rows {
                 let kind = ScopeKind::from_code(i64::from(r.try_get::<_, i32>(0).map_err(err)?))
                     .ok_or_else(|| err("invalid scope kind"))?;

@@ -407,6 +407,9 @@ fn run(tx: &Tx<'_>, books: &mut HashMap<TeamId, Loaded>, op: Op, now: DateTime<U
         keys.extend(hold_scope_keys(&h.caller));
     }
     for k in keys {
+        if let Some(seen) = &mut l.book.looked_up {
+            seen.insert(k.clone());
+        }
         if l.scopes.insert(k.clone())
             && let Some(row) = load_scope(tx, &team, &k)?
         {

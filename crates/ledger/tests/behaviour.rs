@@ -45,6 +45,7 @@ macro_rules! behaviour_suite {
             scenario!(release_frees_and_closes);
             scenario!(amounts_must_be_cu_and_teams_known);
             scenario!(team_cap_limits_period_spend);
+            scenario!(maintenance_inside_admin_ops_keeps_counters);
         }
     };
 }
