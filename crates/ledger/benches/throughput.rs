@@ -1,7 +1,7 @@
 //! Throughput of 4-scope reserve + settle pairs, per backend, at 1, 4 and 16 concurrent clients.
 //!
 //! `cargo bench -p genroute-ledger --bench throughput -- [memory] [sqlite-full] [sqlite-normal] [postgres]
-//! [postgres-async]
+//! [postgres-async] (`GENROUTE_BENCH_PG_CONNECTIONS` overrides the worker connections per instance)
 //! [--secs N] [--clients 1,4,16]` (all backends when none is named). PostgreSQL reads `GENROUTE_TEST_POSTGRES_URL` (source
 //! `scripts/lib/postgres.sh` and run `ensure_postgres` for a throwaway cluster) and is skipped without it.
 //! Every pair is a full reservation on team + member + project + API key (each capped, so every cap is
@@ -59,6 +59,10 @@ async fn make(backend: &str, run: usize) -> Option<Arc<dyn Ledger>> {
             let options = PostgresOptions {
                 schema: Some(format!("bench_{}_{run}", std::process::id())),
                 synchronous_commit: backend == "postgres",
+                connections: std::env::var("GENROUTE_BENCH_PG_CONNECTIONS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(PostgresOptions::default().connections),
                 ..PostgresOptions::default()
             };
             Arc::new(

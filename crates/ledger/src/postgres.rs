@@ -1,7 +1,7 @@
 //! The PostgreSQL backend: one database shared by processes on many hosts.
 //!
-//! A few worker tasks per [`PostgresLedger`], each with its own connection, take queued operations in
-//! batches. A batch is one transaction: it locks the row of every team it touches with `SELECT … ORDER BY
+//! Worker tasks per [`PostgresLedger`] (one by default), each with its own connection, take queued
+//! operations in batches. A batch is one transaction: it locks the row of every team it touches with `SELECT … ORDER BY
 //! team FOR UPDATE` (a fixed order, so two batches never deadlock), reads the rows its operations need,
 //! applies the operations one by one in Rust (each all-or-nothing across all of its scopes), writes what
 //! changed and commits. The team row is the lock for all of the team's scopes, holds and funds: every
@@ -45,7 +45,9 @@ pub struct PostgresOptions {
     /// The schema holding the ledger's tables (created if missing); `None` uses the connection's default
     /// `search_path`. Only ASCII letters, digits and `_`.
     pub schema: Option<String>,
-    /// Worker connections per ledger instance (each runs one batch transaction at a time).
+    /// Worker connections per ledger instance, each running one batch transaction at a time. One (the
+    /// default) makes the largest batches, the fastest for a busy team: a second connection would mostly
+    /// wait for the first one's team lock. More help when many teams are busy at once.
     pub connections: usize,
     /// At most this many queued operations share one transaction.
     pub max_batch: usize,
@@ -60,7 +62,7 @@ impl Default for PostgresOptions {
     fn default() -> Self {
         Self {
             schema: None,
-            connections: 2,
+            connections: 1,
             max_batch: 256,
             synchronous_commit: true,
         }
