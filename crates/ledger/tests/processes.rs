@@ -172,8 +172,10 @@ fn child_process_entry() {
                 println!("ADMITTED {admitted}");
             }
             "crash" => {
+                // A long TTL for the hold that gets settled (a slow machine must not expire it first), a
+                // short one for the orphan.
                 let a = ledger
-                    .reserve(&req("10", "settled", Duration::from_secs(2)))
+                    .reserve(&req("10", "settled", Duration::from_secs(600)))
                     .await
                     .unwrap();
                 ledger.settle(&a.id, &cu("9")).await.unwrap();
