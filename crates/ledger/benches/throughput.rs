@@ -1,1 +1,182 @@
-fn main() {}
+//! Throughput of 4-scope reserve + settle pairs, per backend, at 1, 4 and 16 concurrent clients.
+//!
+//! `cargo bench -p genroute-ledger --bench throughput -- [memory] [sqlite-full] [sqlite-normal] [postgres]
+//! [postgres-async] (`GENROUTE_BENCH_PG_CONNECTIONS` overrides the worker connections per instance)
+//! [--secs N] [--clients 1,4,16]` (all backends when none is named). PostgreSQL reads `GENROUTE_TEST_POSTGRES_URL` (source
+//! `scripts/lib/postgres.sh` and run `ensure_postgres` for a throwaway cluster) and is skipped without it.
+//! Every pair is a full reservation on team + member + project + API key (each capped, so every cap is
+//! checked), then a settle of a smaller amount; both are acknowledged only after they are durable to the
+//! degree the backend line states.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use genroute_core::{
+    ApiKeyId, Caller, Decimal, IdempotencyKey, JobId, MemberId, ModelId, Money, ProjectId, ProviderId, TeamId,
+};
+use genroute_ledger::{
+    EntryMeta, Ledger, MemoryLedger, PostgresLedger, PostgresOptions, ReserveRequest, Scope, SqliteLedger,
+    SqliteOptions, SqliteSync, SystemClock, TeamConfig,
+};
+
+fn cu(s: &str) -> Money {
+    Money::cu(Decimal::from_str(s).unwrap())
+}
+
+async fn make(backend: &str, run: usize) -> Option<Arc<dyn Ledger>> {
+    let clock = Arc::new(SystemClock);
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let sqlite = |sync| {
+        let path = dir.join(format!("ledger-bench-{}-{run}.db", std::process::id()));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        let options = SqliteOptions {
+            sync,
+            ..SqliteOptions::default()
+        };
+        Arc::new(SqliteLedger::open_with(&path, options, clock.clone()).unwrap()) as Arc<dyn Ledger>
+    };
+    Some(match backend {
+        "memory" => Arc::new(MemoryLedger::with_clock(clock.clone())),
+        "sqlite-full" => sqlite(SqliteSync::Full),
+        "sqlite-normal" => sqlite(SqliteSync::Normal),
+        "postgres" | "postgres-async" => {
+            let Ok(url) = std::env::var("GENROUTE_TEST_POSTGRES_URL") else {
+                eprintln!("postgres: GENROUTE_TEST_POSTGRES_URL unset, skipped");
+                return None;
+            };
+            let options = PostgresOptions {
+                schema: Some(format!("bench_{}_{run}", std::process::id())),
+                synchronous_commit: backend == "postgres",
+                connections: std::env::var("GENROUTE_BENCH_PG_CONNECTIONS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(PostgresOptions::default().connections),
+                ..PostgresOptions::default()
+            };
+            Arc::new(
+                PostgresLedger::connect_with(&url, options, clock.clone())
+                    .await
+                    .unwrap(),
+            )
+        }
+        other => panic!("unknown backend {other}"),
+    })
+}
+
+async fn measure(ledger: Arc<dyn Ledger>, clients: usize, secs: f64) -> f64 {
+    let team = TeamId::new("bench").unwrap();
+    let cfg = TeamConfig::new(team.clone(), cu("1000000000000"), Utc::now());
+    ledger.create_team(&cfg).await.unwrap();
+    let caller = Caller::team(team.clone())
+        .member(MemberId::new("m").unwrap())
+        .project(ProjectId::new("p").unwrap())
+        .api_key(ApiKeyId::new("k").unwrap());
+    for s in Scope::of_caller(&caller).iter().skip(1) {
+        ledger.set_cap(s, &cu("100000000000")).await.unwrap();
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    let meta = EntryMeta {
+        job_id: JobId::new("job").unwrap(),
+        attempt: 1,
+        provider: ProviderId::new("fal").unwrap(),
+        model: ModelId::new("flux").unwrap(),
+    };
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    for c in 0..clients {
+        let (ledger, count, caller, meta) = (ledger.clone(), count.clone(), caller.clone(), meta.clone());
+        tasks.push(tokio::spawn(async move {
+            let (amount, charge) = (cu("5"), cu("4.5"));
+            let mut i = 0u64;
+            // The memory backend never returns `Pending`: check the time here and yield now and then, or
+            // the clients would starve the runtime's timer.
+            while Instant::now() < deadline {
+                let req = ReserveRequest {
+                    caller: caller.clone(),
+                    amount: amount.clone(),
+                    idempotency_key: IdempotencyKey::new(format!("{c}-{i}")).unwrap(),
+                    ttl: Duration::from_secs(300),
+                    meta: meta.clone(),
+                };
+                let hold = ledger.reserve(&req).await.unwrap();
+                ledger.settle(&hold.id, &charge).await.unwrap();
+                count.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+                if i.is_multiple_of(64) {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut secs: f64 = 2.0;
+    let mut clients: Vec<usize> = vec![1, 4, 16];
+    let mut backends = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--secs" => secs = it.next().and_then(|s| s.parse().ok()).unwrap_or(secs),
+            "--clients" => {
+                clients = it
+                    .next()
+                    .map(|s| s.split(',').filter_map(|c| c.parse().ok()).collect())
+                    .unwrap_or(clients);
+            }
+            "--bench" => {}
+            other if !other.starts_with('-') => backends.push(other.to_owned()),
+            _ => {}
+        }
+    }
+    if backends.is_empty() {
+        backends = ["memory", "sqlite-full", "sqlite-normal", "postgres"]
+            .map(String::from)
+            .to_vec();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("4-scope reserve+settle pairs per second ({secs} s per cell)");
+    let header: String = clients
+        .iter()
+        .map(|c| format!(" {:>11}", format!("{c} clients")))
+        .collect();
+    println!("{:<14}{header}", "backend");
+    let mut run = 0;
+    for b in &backends {
+        let mut cells = Vec::new();
+        for &clients in &clients {
+            run += 1;
+            let Some(ledger) = rt.block_on(make(b, run)) else {
+                break;
+            };
+            // Memory keeps every hold and entry: a short run keeps its footprint to a few GB.
+            let secs = if b == "memory" { secs.min(1.0) } else { secs };
+            cells.push(rt.block_on(measure(ledger, clients, secs)));
+        }
+        if cells.len() == clients.len() {
+            let row: String = cells.iter().map(|v| format!(" {v:>11.0}")).collect();
+            println!("{b:<14}{row}");
+        }
+    }
+}

@@ -1,4 +1,7 @@
 #![doc = include_str!("../README.md")]
+// `LedgerError::Denied` carries the whole `Denial` (scope, amounts, cap) by value so callers can match on it
+// directly, as the router does; a budget refusal is not a hot path worth a box.
+#![allow(clippy::result_large_err)]
 
 mod clock;
 mod engine;

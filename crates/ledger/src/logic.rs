@@ -6,8 +6,10 @@
 //! marked dirty. Every operation checks everything before it changes anything, so a refused operation
 //! leaves the book as it found it (all-or-nothing per reservation, across all scopes).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
@@ -19,6 +21,72 @@ use crate::types::{
     AutoRefill, Balance, Entry, EntryKind, EntryMeta, FundsBatch, FundsKind, Hold, HoldId, PlanChange,
     ReserveRequest, Scope, ScopeKey, ScopeKind, Settlement, TeamConfig, Usage, UsageStatus,
 };
+
+/// A fast non-cryptographic hasher (the FxHash mix) for the in-memory indexes. Keys are ids the ledger
+/// made or the application gave; collisions cost only speed, never correctness.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The FxHash mix leaves the low bits (which pick the bucket) blind to high input bytes; finish
+        // with murmur3's avalanche so ids differing only in their last characters spread out.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub(crate) type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<FxHasher>>;
+
+/// A new identifier unique across processes: a random per-process prefix and a counter (cheaper than a
+/// UUID per hold: no system call, no formatting of 128 bits).
+pub(crate) fn new_id() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{n:012x}")
+}
 
 /// Truncates an instant to whole milliseconds (the precision every backend stores).
 pub(crate) fn trunc_ms(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -116,13 +184,18 @@ pub(crate) struct Book {
     pub(crate) team: TeamRow,
     pub(crate) scopes: HashMap<ScopeKey, ScopeRow>,
     pub(crate) funds: Vec<Batch>,
-    pub(crate) holds: HashMap<Arc<str>, HoldRow>,
+    /// Boxed: the map grows with every hold, and rehashing then moves pointers, not rows.
+    pub(crate) holds: HashMap<Arc<str>, Box<HoldRow>>,
     pub(crate) idem: HashMap<IdempotencyKey, Arc<str>>,
     pub(crate) expiry: BTreeSet<(DateTime<Utc>, Arc<str>)>,
     /// `None` for the memory backend (nothing to persist).
     pub(crate) dirty: Option<Dirty>,
     /// New entries (SQL backends drain them on save; the memory backend keeps them all).
     pub(crate) entries: Vec<Entry>,
+    /// For books read from storage: every scope key looked up (found or not). Changing a scope row that
+    /// was never looked up would overwrite the stored one with a blank; debug builds assert it never
+    /// happens.
+    pub(crate) looked_up: Option<HashSet<ScopeKey>>,
 }
 
 /// One operation on one team.
@@ -179,23 +252,14 @@ impl Op {
         }
     }
 
-    /// Scope rows this operation needs (besides those of the holds it touches).
+    /// Scope rows this operation needs besides those of the holds it touches: always the team's (every
+    /// operation starts with maintenance, which may expire holds, and every hold holds on the team), plus
+    /// the scope it names.
     pub(crate) fn scope_keys(&self) -> Vec<ScopeKey> {
-        let team = ScopeKey {
-            kind: ScopeKind::Team,
-            id: Arc::from(""),
-        };
         match self {
             Op::Reserve(r) => Scope::of_caller(&r.caller).iter().map(Scope::key).collect(),
-            Op::SetCap(s, _) => vec![s.key()],
-            Op::Usage(s) => {
-                let mut v = vec![team];
-                if s.kind() != ScopeKind::Team {
-                    v.push(s.key());
-                }
-                v
-            }
-            _ => vec![team],
+            Op::SetCap(s, _) | Op::Usage(s) if s.kind() != ScopeKind::Team => vec![team_key(), s.key()],
+            _ => vec![team_key()],
         }
     }
 }
@@ -259,13 +323,14 @@ impl Book {
                 refills_used: 0,
                 overdraft: Decimal::ZERO,
             },
-            scopes: HashMap::new(),
+            scopes: HashMap::default(),
             funds: Vec::new(),
-            holds: HashMap::new(),
-            idem: HashMap::new(),
+            holds: HashMap::default(),
+            idem: HashMap::default(),
             expiry: BTreeSet::new(),
             dirty: track.then(Dirty::default),
             entries: Vec::new(),
+            looked_up: None,
         };
         book.mark_team();
         book.grant_plan(now);
@@ -276,13 +341,14 @@ impl Book {
     pub(crate) fn loaded(team: TeamRow) -> Book {
         Book {
             team,
-            scopes: HashMap::new(),
+            scopes: HashMap::default(),
             funds: Vec::new(),
-            holds: HashMap::new(),
-            idem: HashMap::new(),
+            holds: HashMap::default(),
+            idem: HashMap::default(),
             expiry: BTreeSet::new(),
             dirty: Some(Dirty::default()),
             entries: Vec::new(),
+            looked_up: Some(HashSet::default()),
         }
     }
 
@@ -292,7 +358,7 @@ impl Book {
             self.expiry.insert((h.expires_at, h.key.clone()));
         }
         self.idem.insert(h.idem.clone(), h.key.clone());
-        self.holds.insert(h.key.clone(), h);
+        self.holds.insert(h.key.clone(), Box::new(h));
     }
 
     fn mark_team(&mut self) {
@@ -316,6 +382,10 @@ impl Book {
     /// The scope row for mutation, normalised to the current period (created empty when absent) and
     /// marked dirty.
     fn scope(&mut self, k: &ScopeKey) -> &mut ScopeRow {
+        debug_assert!(
+            self.looked_up.as_ref().is_none_or(|l| l.contains(k)),
+            "scope row {k:?} changed without being read from storage"
+        );
         let period = ms(self.team.period_start);
         if let Some(d) = &mut self.dirty {
             d.scopes.insert(k.clone());
@@ -411,6 +481,7 @@ impl Book {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn entry(
         &mut self,
         caller: Caller,
@@ -490,9 +561,11 @@ impl Book {
     }
 
     fn remove_funds(&mut self, pred: impl Fn(&Batch) -> bool, at: Option<DateTime<Utc>>) {
-        let (gone, keep): (Vec<Batch>, Vec<Batch>) =
+        let (mut gone, keep): (Vec<Batch>, Vec<Batch>) =
             std::mem::take(&mut self.funds).into_iter().partition(pred);
         self.funds = keep;
+        // Storage order differs between backends: record in spending order, so history is the same.
+        gone.sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
         for b in gone {
             if b.remaining > Decimal::ZERO {
                 let team = Caller::team(self.team.team.clone());
@@ -647,7 +720,7 @@ impl Book {
             let row = self.scope(k);
             row.held += amount;
         }
-        let key: Arc<str> = Arc::from(uuid::Uuid::now_v7().to_string());
+        let key: Arc<str> = Arc::from(new_id());
         let expires_at = add(now, req.ttl);
         let row = HoldRow {
             key: key.clone(),
@@ -679,6 +752,7 @@ impl Book {
     fn get_hold(&self, id: &HoldId) -> Result<&HoldRow, LedgerError> {
         self.holds
             .get(&id.key)
+            .map(|h| &**h)
             .ok_or_else(|| LedgerError::UnknownHold(id.clone()))
     }
 
@@ -824,7 +898,7 @@ impl Book {
                 "funds would expire at {expires_at}, not after now ({now})"
             )));
         }
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = new_id();
         self.funds.push(Batch {
             id: id.clone(),
             kind,

@@ -1,14 +1,14 @@
 //! The PostgreSQL backend: one database shared by processes on many hosts.
 //!
-//! A few worker tasks per [`PostgresLedger`], each with its own connection, take queued operations in
-//! batches. A batch is one transaction: it locks the row of every team it touches with `SELECT … ORDER BY
+//! Worker tasks per [`PostgresLedger`] (one by default), each with its own connection, take queued
+//! operations in batches. A batch is one transaction: it locks the row of every team it touches with `SELECT … ORDER BY
 //! team FOR UPDATE` (a fixed order, so two batches never deadlock), reads the rows its operations need,
 //! applies the operations one by one in Rust (each all-or-nothing across all of its scopes), writes what
 //! changed and commits. The team row is the lock for all of the team's scopes, holds and funds: every
-//! writer takes it first. Statements are prepared once per connection and pipelined, so a batch costs four
-//! round trips whatever its size. Amounts are `NUMERIC`.
+//! writer takes it first. Statements are prepared once per connection and pipelined, so a batch costs two
+//! round trips whatever its size (begin + lock + reads; writes + commit). Amounts are `NUMERIC`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::{Backend, Engine, RefillHook, forward_ledger};
 use crate::error::{HoldState, LedgerError};
 use crate::logic::{
-    Batch, Book, HoldRow, Op, Outcome, ScopeRow, TeamRow, apply, from_ms, hold_scope_keys, ms, trunc_ms,
+    Batch, Book, HashMap, HashSet, HoldRow, Op, Outcome, ScopeRow, TeamRow, apply, from_ms, ms, trunc_ms,
 };
 use crate::types::{
     AutoRefill, Entry, EntryKind, EntryMeta, FundsKind, HistoryFilter, HoldId, ScopeKey, ScopeKind,
@@ -45,18 +45,26 @@ pub struct PostgresOptions {
     /// The schema holding the ledger's tables (created if missing); `None` uses the connection's default
     /// `search_path`. Only ASCII letters, digits and `_`.
     pub schema: Option<String>,
-    /// Worker connections per ledger instance (each runs one batch transaction at a time).
+    /// Worker connections per ledger instance, each running one batch transaction at a time. One (the
+    /// default) makes the largest batches, the fastest for a busy team: a second connection would mostly
+    /// wait for the first one's team lock. More help when many teams are busy at once.
     pub connections: usize,
     /// At most this many queued operations share one transaction.
     pub max_batch: usize,
+    /// `true` (the default): a commit is acknowledged once PostgreSQL has flushed it to disk. `false` sets
+    /// `synchronous_commit = off` on the ledger's connections: much faster on slow disks, and the database
+    /// stays consistent after a crash, but the last few hundred milliseconds of acknowledged operations
+    /// can be lost on a server crash.
+    pub synchronous_commit: bool,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
         Self {
             schema: None,
-            connections: 2,
+            connections: 1,
             max_batch: 256,
+            synchronous_commit: true,
         }
     }
 }
@@ -130,6 +138,12 @@ impl PostgresLedger {
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..options.connections.max(1) {
             let client = open(&config, options.schema.as_deref(), i == 0).await?;
+            if !options.synchronous_commit {
+                client
+                    .batch_execute("SET synchronous_commit TO off")
+                    .await
+                    .map_err(err)?;
+            }
             let worker = Worker::new(client).await?;
             let rx = rx.clone();
             let max_batch = options.max_batch.max(1);
@@ -237,6 +251,10 @@ struct Worker {
 
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
+/// Per team: its id, the scope kinds and ids its operations name, hold keys, idempotency keys, and the
+/// latest `now` (ms) of its operations.
+type TeamQuery = (String, Vec<i32>, Vec<String>, Vec<String>, Vec<String>, i64);
+
 fn p<T: ToSql + Sync + Send + 'static>(v: T) -> Box<dyn ToSql + Sync + Send> {
     Box::new(v)
 }
@@ -264,9 +282,14 @@ impl Worker {
             ))
             .await?,
             scopes: prep(
-                "SELECT s.kind, s.id, s.cap, s.used, s.held, s.period FROM ledger_scopes s \
-                 JOIN unnest($2::int[], $3::text[]) AS u(kind, id) ON s.kind = u.kind AND s.id = u.id \
-                 WHERE s.team = $1"
+                "WITH h AS (SELECT member, project, api_key FROM ledger_holds WHERE team = $1 AND \
+                 (key = ANY($4) OR idem = ANY($5) OR (state = 0 AND expires_at <= $6))), \
+                 want (kind, id) AS (SELECT * FROM unnest($2::int[], $3::text[]) \
+                 UNION SELECT 1, member FROM h WHERE member IS NOT NULL \
+                 UNION SELECT 2, project FROM h WHERE project IS NOT NULL \
+                 UNION SELECT 3, api_key FROM h WHERE api_key IS NOT NULL) \
+                 SELECT s.kind, s.id, s.cap, s.used, s.held, s.period FROM ledger_scopes s \
+                 JOIN want w ON s.kind = w.kind AND s.id = w.id WHERE s.team = $1"
                     .to_owned(),
             )
             .await?,
@@ -397,15 +420,46 @@ impl Worker {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        // Round trip 1: begin, lock the teams in a fixed order, read their funds.
+        // What each team's operations name: holds (by key), replays (by idempotency key), scope rows.
+        let mut q: Vec<TeamQuery> = Vec::new();
+        for team in &teams {
+            let mut scope_keys: HashSet<ScopeKey> = HashSet::default();
+            let (mut keys, mut idems, mut max_now) = (Vec::new(), Vec::new(), i64::MIN);
+            for (op, now) in ops.iter().filter(|(op, _)| op.team().as_str() == team) {
+                if let Some(k) = op.hold_key() {
+                    keys.push(k.to_string());
+                }
+                if let Some(i) = op.idem() {
+                    idems.push(i.as_str().to_owned());
+                }
+                scope_keys.extend(op.scope_keys());
+                max_now = max_now.max(ms(trunc_ms(*now)));
+            }
+            let (kinds, ids) = scope_keys
+                .into_iter()
+                .map(|k| (k.kind.code() as i32, k.id.to_string()))
+                .unzip();
+            q.push((team.clone(), kinds, ids, keys, idems, max_now));
+        }
+        // One round trip: begin; lock the teams in a fixed order; then, each statement starting after the
+        // lock is granted (READ COMMITTED takes a snapshot per statement, and a connection runs its
+        // pipelined statements in order), read their funds, the holds named, replayed or due, and the
+        // scope rows of the operations and of those holds.
         let tp: [&(dyn ToSql + Sync); 1] = [&teams];
-        let (_, team_rows, fund_rows) = tokio::try_join!(
+        let (_, team_rows, fund_rows, hold_rows, scope_rows) = tokio::try_join!(
             c.batch_execute("BEGIN"),
             c.query(&st.lock_teams, &tp),
             c.query(&st.funds, &tp),
+            try_join_all(
+                q.iter()
+                    .map(|(t, _, _, k, i, n)| async move { c.query(&st.holds, &[t, k, i, n]).await })
+            ),
+            try_join_all(q.iter().map(|(t, kinds, ids, k, i, n)| async move {
+                c.query(&st.scopes, &[t, kinds, ids, k, i, n]).await
+            })),
         )
         .map_err(err)?;
-        let mut books: HashMap<TeamId, Book> = HashMap::new();
+        let mut books: HashMap<TeamId, Book> = HashMap::default();
         for r in &team_rows {
             let row = team_row(r).map_err(err)?;
             books.insert(row.team.clone(), Book::loaded(row));
@@ -425,30 +479,6 @@ impl Worker {
                 book.funds.push(b);
             }
         }
-        // Round trip 2: holds named, replayed or due.
-        let mut hold_q: Vec<(String, Vec<String>, Vec<String>, i64)> = Vec::new();
-        for team in books.keys() {
-            let mut keys = Vec::new();
-            let mut idems = Vec::new();
-            let mut max_now = i64::MIN;
-            for (op, now) in ops.iter().filter(|(op, _)| op.team() == team) {
-                if let Some(k) = op.hold_key() {
-                    keys.push(k.to_string());
-                }
-                if let Some(i) = op.idem() {
-                    idems.push(i.as_str().to_owned());
-                }
-                max_now = max_now.max(ms(trunc_ms(*now)));
-            }
-            hold_q.push((team.as_str().to_owned(), keys, idems, max_now));
-        }
-        let hold_rows = try_join_all(
-            hold_q
-                .iter()
-                .map(|(t, k, i, n)| async move { c.query(&st.holds, &[t, k, i, n]).await }),
-        )
-        .await
-        .map_err(err)?;
         for rows in &hold_rows {
             for r in rows {
                 let team = TeamId::new(r.try_get::<_, String>(0).map_err(err)?).map_err(err)?;
@@ -458,33 +488,27 @@ impl Worker {
                 }
             }
         }
-        // Round trip 3: scope rows of the operations and of every loaded hold.
-        let mut scope_q: Vec<(String, Vec<i32>, Vec<String>)> = Vec::new();
-        for (team, book) in &books {
-            let mut keys: HashSet<ScopeKey> = HashSet::new();
-            for (op, _) in ops.iter().filter(|(op, _)| op.team() == team) {
-                keys.extend(op.scope_keys());
-            }
-            for h in book.holds.values() {
-                keys.extend(hold_scope_keys(&h.caller));
-            }
-            let (kinds, ids) = keys
-                .into_iter()
-                .map(|k| (k.kind.code() as i32, k.id.to_string()))
-                .unzip();
-            scope_q.push((team.as_str().to_owned(), kinds, ids));
-        }
-        let scope_rows = try_join_all(
-            scope_q
-                .iter()
-                .map(|(t, k, i)| async move { c.query(&st.scopes, &[t, k, i]).await }),
-        )
-        .await
-        .map_err(err)?;
-        for ((team, _, _), rows) in scope_q.iter().zip(&scope_rows) {
-            let Some(book) = books.get_mut(&TeamId::new(team).map_err(err)?) else {
+        for (qt, rows) in q.iter().zip(&scope_rows) {
+            let Some(book) = books.get_mut(&TeamId::new(&qt.0).map_err(err)?) else {
                 continue;
             };
+            // What the scope query looked up: the operations' keys and every loaded hold's scopes.
+            let mut seen: HashSet<ScopeKey> =
+                qt.1.iter()
+                    .zip(&qt.2)
+                    .filter_map(|(k, id)| {
+                        ScopeKind::from_code(i64::from(*k)).map(|kind| ScopeKey {
+                            kind,
+                            id: Arc::from(id.as_str()),
+                        })
+                    })
+                    .collect();
+            for h in book.holds.values() {
+                // The query adds the member, project and key rows of holds (not the team's: see `want`).
+                let keys = crate::logic::hold_scope_keys(&h.caller);
+                seen.extend(keys.into_iter().filter(|k| k.kind != ScopeKind::Team));
+            }
+            book.looked_up = Some(seen);
             for r in rows {
                 let kind = ScopeKind::from_code(i64::from(r.try_get::<_, i32>(0).map_err(err)?))
                     .ok_or_else(|| err("invalid scope kind"))?;
@@ -512,7 +536,7 @@ impl Worker {
                 None => Err(LedgerError::UnknownTeam(team)),
             });
         }
-        // Round trip 4: every write and the commit, pipelined.
+        // Second round trip: every write and the commit, pipelined.
         let mut calls: Vec<(&Statement, Params)> = Vec::new();
         for book in books.values_mut() {
             writes(st, book, false, &mut calls);
@@ -621,7 +645,11 @@ fn writes<'s>(st: &'s Statements, book: &mut Book, create: bool, calls: &mut Vec
         ));
     }
     if !dirty.holds.is_empty() {
-        let hs: Vec<&HoldRow> = dirty.holds.iter().filter_map(|k| book.holds.get(k)).collect();
+        let hs: Vec<&HoldRow> = dirty
+            .holds
+            .iter()
+            .filter_map(|k| book.holds.get(k).map(|h| &**h))
+            .collect();
         let col = |f: &dyn Fn(&HoldRow) -> Option<String>| hs.iter().map(|h| f(h)).collect::<Vec<_>>();
         calls.push((
             &st.upsert_holds,
@@ -653,7 +681,7 @@ fn writes<'s>(st: &'s Statements, book: &mut Book, create: bool, calls: &mut Vec
     }
     if !book.entries.is_empty() {
         let es: Vec<Entry> = std::mem::take(&mut book.entries);
-        let s = |f: &dyn Fn(&Entry) -> Option<String>| es.iter().map(|e| f(e)).collect::<Vec<_>>();
+        let s = |f: &dyn Fn(&Entry) -> Option<String>| es.iter().map(f).collect::<Vec<_>>();
         calls.push((
             &st.insert_entries,
             vec![

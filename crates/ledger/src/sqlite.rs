@@ -9,7 +9,6 @@
 //! Amounts are stored as TEXT holding the exact decimal: arithmetic happens in Rust under the write lock,
 //! never in SQL, so TEXT keeps any scale exactly without a fixed-point convention to maintain.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, mpsc};
@@ -27,7 +26,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::{Backend, Engine, RefillHook, forward_ledger};
 use crate::error::{HoldState, LedgerError};
 use crate::logic::{
-    Batch, Book, HoldRow, Op, Outcome, ScopeRow, TeamRow, apply, from_ms, hold_scope_keys, ms,
+    Batch, Book, HashMap, HashSet, HoldRow, Op, Outcome, ScopeRow, TeamRow, apply, from_ms, hold_scope_keys,
+    ms,
 };
 use crate::types::{
     AutoRefill, Entry, EntryKind, EntryMeta, FundsKind, HistoryFilter, HoldId, ScopeKey, TeamConfig,
@@ -251,7 +251,7 @@ fn run_batch(conn: &mut Connection, jobs: Vec<Job>) {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
-        let mut books: HashMap<TeamId, Loaded> = HashMap::new();
+        let mut books: HashMap<TeamId, Loaded> = HashMap::default();
         let mut jobs = jobs.into_iter();
         // A storage failure aborts the whole batch (every request gets the error); logic errors belong to
         // their own request only.
@@ -311,6 +311,8 @@ fn fail(job: Job, e: LedgerError) -> Done {
 /// A team's book with what has been read into it during this transaction.
 struct Loaded {
     book: Book,
+    /// Holds due up to this instant (ms) have been read.
+    due_read_until: i64,
     scopes: HashSet<ScopeKey>,
     holds: HashSet<Arc<str>>,
     idems: HashSet<IdempotencyKey>,
@@ -338,9 +340,10 @@ fn create(
         cfg.team.clone(),
         Loaded {
             book,
-            scopes: HashSet::new(),
-            holds: HashSet::new(),
-            idems: HashSet::new(),
+            due_read_until: i64::MIN,
+            scopes: HashSet::default(),
+            holds: HashSet::default(),
+            idems: HashSet::default(),
         },
     );
     Ok(Ok(()))
@@ -358,20 +361,27 @@ fn run(tx: &Tx<'_>, books: &mut HashMap<TeamId, Loaded>, op: Op, now: DateTime<U
             team.clone(),
             Loaded {
                 book,
-                scopes: HashSet::new(),
-                holds: HashSet::new(),
-                idems: HashSet::new(),
+                due_read_until: i64::MIN,
+                scopes: HashSet::default(),
+                holds: HashSet::default(),
+                idems: HashSet::default(),
             },
         );
     }
     let Some(l) = books.get_mut(&team) else {
         return Err(err("book vanished"));
     };
-    // Holds that time has made due, the hold the operation names, the idempotency key it replays.
-    for h in load_due_holds(tx, &team, crate::logic::trunc_ms(now))? {
-        if l.holds.insert(h.key.clone()) {
-            l.idems.insert(h.idem.clone());
-            l.book.insert_loaded_hold(h);
+    // Holds that time has made due (read once per batch unless time moved on: with a batch's operations
+    // a few microseconds apart, reading ahead by a second is cheaper than a query per operation, and
+    // loading a hold does not expire it early), the hold the operation names, the key it replays.
+    let now_ms = ms(crate::logic::trunc_ms(now));
+    if now_ms > l.due_read_until {
+        l.due_read_until = now_ms + 1000;
+        for h in load_due_holds(tx, &team, from_ms(l.due_read_until))? {
+            if l.holds.insert(h.key.clone()) {
+                l.idems.insert(h.idem.clone());
+                l.book.insert_loaded_hold(h);
+            }
         }
     }
     if let Some(key) = op.hold_key()
@@ -392,9 +402,9 @@ fn run(tx: &Tx<'_>, books: &mut HashMap<TeamId, Loaded>, op: Op, now: DateTime<U
     }
     // Scope rows: the operation's, and those of every open hold it may touch.
     let mut keys = op.scope_keys();
-    let now_ms = crate::logic::trunc_ms(now);
+    let now_t = crate::logic::trunc_ms(now);
     for (t, k) in &l.book.expiry {
-        if *t > now_ms {
+        if *t > now_t {
             break;
         }
         if let Some(h) = l.book.holds.get(k) {
@@ -407,6 +417,9 @@ fn run(tx: &Tx<'_>, books: &mut HashMap<TeamId, Loaded>, op: Op, now: DateTime<U
         keys.extend(hold_scope_keys(&h.caller));
     }
     for k in keys {
+        if let Some(seen) = &mut l.book.looked_up {
+            seen.insert(k.clone());
+        }
         if l.scopes.insert(k.clone())
             && let Some(row) = load_scope(tx, &team, &k)?
         {

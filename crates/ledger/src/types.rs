@@ -135,7 +135,7 @@ pub(crate) struct ScopeKey {
 pub struct HoldId {
     /// The team whose budget the hold reserves.
     pub team: TeamId,
-    /// Unique key of the hold (a UUIDv7 string).
+    /// Unique key of the hold (a per-process random prefix and a counter).
     #[serde(with = "arc_str")]
     pub key: Arc<str>,
 }

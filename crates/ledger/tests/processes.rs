@@ -64,7 +64,12 @@ fn postgres_url() -> Option<String> {
             panic!("GENROUTE_TEST_POSTGRES_URL is unset in CI: the PostgreSQL backend must be tested")
         }
         _ => {
-            eprintln!("notice: GENROUTE_TEST_POSTGRES_URL unset; skipping a PostgreSQL test");
+            // Straight to the file descriptor: libtest captures `eprintln!`, and the notice must show.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "notice: GENROUTE_TEST_POSTGRES_URL unset; skipping a PostgreSQL test"
+            );
             None
         }
     }
@@ -167,8 +172,10 @@ fn child_process_entry() {
                 println!("ADMITTED {admitted}");
             }
             "crash" => {
+                // A long TTL for the hold that gets settled (a slow machine must not expire it first), a
+                // short one for the orphan.
                 let a = ledger
-                    .reserve(&req("10", "settled", Duration::from_secs(2)))
+                    .reserve(&req("10", "settled", Duration::from_secs(600)))
                     .await
                     .unwrap();
                 ledger.settle(&a.id, &cu("9")).await.unwrap();

@@ -786,3 +786,28 @@ pub async fn team_cap_limits_period_spend(m: &dyn Maker) {
     let d = denied(l.reserve(&req(&c, "20", "b")).await.unwrap_err());
     assert_eq!((d.scope, d.remaining), (Scope::Team(team("t")), cu("10")));
 }
+
+/// An administrative operation on one scope still settles what time made due (expired holds) on every
+/// scope, the team's included.
+pub async fn maintenance_inside_admin_ops_keeps_counters(m: &dyn Maker) {
+    let Some((l, clock)) = setup(m, "1000").await else {
+        return;
+    };
+    let c = full_caller("t");
+    let h = l.reserve(&req(&c, "30", "a")).await.unwrap();
+    l.settle(&h.id, &cu("10")).await.unwrap();
+    l.reserve(&req(&c, "25", "b")).await.unwrap();
+    clock.advance(Duration::from_secs(61));
+    // The first operation after the TTL is a cap change on a member: it expires the hold everywhere.
+    l.set_cap(&member("t", "zed"), &cu("5")).await.unwrap();
+    for s in [
+        Scope::Team(team("t")),
+        member("t", "alice"),
+        project("t", "p1"),
+        key("t", "k1"),
+    ] {
+        let u = l.usage(&s).await.unwrap();
+        assert_eq!((u.used, u.held), (cu("10"), cu("0")), "{s}");
+    }
+    assert_eq!(l.balance(&team("t")).await.unwrap().available, cu("990"));
+}
