@@ -1,6 +1,6 @@
 //! The router's error type.
 
-use genroute_core::{ModelRef, Money, ProviderError};
+use genroute_core::{Decimal, ModelRef, ProviderError};
 use genroute_ledger::{Denial, LedgerError};
 use genroute_pricing::PricingError;
 
@@ -28,19 +28,19 @@ pub enum RouterError {
     #[error("budget exceeded: {} has {} left, {} was needed", .denial.scope, .denial.remaining, .denial.requested)]
     BudgetExceeded {
         /// Which scope refused, and what it had left.
-        denial: Denial,
+        denial: Box<Denial>,
         /// Attempts made before the refusal.
         attempts: Vec<AttemptRecord>,
     },
     /// The next attempt would take the job's total spend past its `max_spend`.
-    #[error("max spend reached: spent {spent}, next attempt quoted {next}, limit {limit}")]
+    #[error("max spend reached: spent {spent} CU, next attempt quoted {next} CU, limit {limit} CU")]
     MaxSpend {
         /// The limit (CU).
-        limit: Money,
+        limit: Decimal,
         /// Spent so far (CU).
-        spent: Money,
+        spent: Decimal,
         /// The refused attempt's quote (CU).
-        next: Money,
+        next: Decimal,
         /// Attempts made.
         attempts: Vec<AttemptRecord>,
     },
@@ -68,10 +68,10 @@ pub enum RouterError {
     },
     /// The ledger failed (not a denial): infrastructure trouble.
     #[error("ledger error: {0}")]
-    Ledger(#[source] LedgerError),
+    Ledger(#[source] Box<LedgerError>),
     /// Prices could not be worked out.
     #[error("pricing error: {0}")]
-    Pricing(#[from] PricingError),
+    Pricing(#[source] Box<PricingError>),
 }
 
 impl RouterError {
@@ -94,4 +94,16 @@ fn describe(dropped: &[(ModelRef, DropReason)]) -> String {
         .map(|(t, r)| format!("{t} ({r})"))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+impl From<PricingError> for RouterError {
+    fn from(e: PricingError) -> Self {
+        RouterError::Pricing(Box::new(e))
+    }
+}
+
+impl From<LedgerError> for RouterError {
+    fn from(e: LedgerError) -> Self {
+        RouterError::Ledger(Box::new(e))
+    }
 }

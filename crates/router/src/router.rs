@@ -360,23 +360,23 @@ impl Router {
                             && state.spend_cu + step.quote_cu > max
                         {
                             return Err(RouterError::MaxSpend {
-                                limit: Money::cu(max),
-                                spent: Money::cu(state.spend_cu),
-                                next: Money::cu(step.quote_cu),
+                                limit: max,
+                                spent: state.spend_cu,
+                                next: step.quote_cu,
                                 attempts: std::mem::take(&mut state.attempts),
                             });
                         }
                         state.attempt_no += 1;
-                        match self.reserve(&state, step, &request_arc, deadline).await {
+                        match self.reserve(state, step, &request_arc, deadline).await {
                             Ok(hold) => (hold, None),
                             Err(LedgerError::Denied(denial)) => {
                                 self.record_denied(state, step, &request_arc, &denial.scope.to_string());
                                 return Err(RouterError::BudgetExceeded {
-                                    denial,
+                                    denial: Box::new(denial),
                                     attempts: std::mem::take(&mut state.attempts),
                                 });
                             }
-                            Err(e) => return Err(RouterError::Ledger(e)),
+                            Err(e) => return Err(RouterError::from(e)),
                         }
                     }
                 };
@@ -567,21 +567,18 @@ impl Router {
                             });
                         }
                         // Retry the same candidate?
-                        let mut wait = None;
-                        if error.is_temporary()
+                        let wait = if error.is_temporary()
                             && retries < route.retry.max_retries
                             && started.elapsed() < route.retry.max_elapsed
                         {
-                            if let Some(delay) =
-                                route
-                                    .retry
-                                    .delay(retries + 1, error.retry_after_hint(), &self.inner.jitter)
-                                && deadline.is_none_or(|d| Instant::now() + delay < d)
-                                && self.inner.retry_budget.withdraw()
-                            {
-                                wait = Some(delay);
-                            }
-                        }
+                            route
+                                .retry
+                                .delay(retries + 1, error.retry_after_hint(), &self.inner.jitter)
+                                .filter(|delay| deadline.is_none_or(|d| Instant::now() + *delay < d))
+                                .filter(|_| self.inner.retry_budget.withdraw())
+                        } else {
+                            None
+                        };
                         let decision = match (wait, kind) {
                             (Some(_), _) => Decision::Retry,
                             (None, ErrorKind::InvalidRequest) => Decision::Stop,
@@ -672,7 +669,7 @@ impl Router {
             .settle(&hold.id, &Money::cu(cu))
             .await
             .map(|_| ())
-            .map_err(RouterError::Ledger)
+            .map_err(RouterError::from)
     }
 
     async fn release(&self, hold: &Hold) -> Result<(), RouterError> {
@@ -680,7 +677,7 @@ impl Router {
             .ledger
             .release(&hold.id)
             .await
-            .map_err(RouterError::Ledger)
+            .map_err(RouterError::from)
     }
 
     async fn settle_conservatively(
