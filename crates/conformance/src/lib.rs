@@ -5,7 +5,7 @@ mod scenario;
 
 pub use run::{Failure, Outcome, run};
 pub use scenario::{
-    CostCheck, Fixture, MAX_CONSECUTIVE_UNKNOWN, Metered, Rejection, Scenario, ScenarioId, Transport,
+    CostCheck, DryRun, Fixture, MAX_CONSECUTIVE_UNKNOWN, Metered, Rejection, Scenario, ScenarioId, Transport,
     matrix_markdown, opt_out,
 };
 
@@ -27,7 +27,7 @@ macro_rules! conformance_tests {
                 server_error ServerError, rate_limited RateLimited, slow Slow,
                 malformed_json MalformedJson, oversized Oversized, stuck Stuck,
                 unknown_status UnknownStatus, credit_exhausted CreditExhausted,
-                content_rejected ContentRejected, cost Cost, invalid_input InvalidInput,
+                content_rejected ContentRejected, cost Cost, dry_run DryRun, invalid_input InvalidInput,
                 one_create OneCreate);
         }
     };

@@ -12,7 +12,7 @@ use genroute_core::{
 use genroute_emulators::{Emulator, EmulatorHandle, Endpoint, Fault, JobState, Progression};
 
 use crate::scenario::{
-    CostCheck, Fixture, MAX_CONSECUTIVE_UNKNOWN, Metered, Rejection, Scenario, ScenarioId, Transport,
+    CostCheck, DryRun, Fixture, MAX_CONSECUTIVE_UNKNOWN, Metered, Rejection, Scenario, ScenarioId, Transport,
 };
 
 /// How a scenario ended, when it did not fail.
@@ -200,6 +200,7 @@ pub async fn run(fixture: &dyn Fixture, id: ScenarioId) -> Result<Outcome, Failu
         ScenarioId::CreditExhausted => credit_exhausted(&r, setup!(credit_exhausted)).await?,
         ScenarioId::ContentRejected => content_rejected(&r, setup!(content_rejected)).await?,
         ScenarioId::Cost => cost(&r, setup!(cost)).await?,
+        ScenarioId::DryRun => dry_run(&r, setup!(dry_run)).await?,
         ScenarioId::InvalidInput => invalid_input(&r, setup!(invalid_input)).await?,
         ScenarioId::OneCreate => one_create(&r, setup!(one_create)).await?,
     }
@@ -629,6 +630,26 @@ async fn cost(r: &Runner<'_>, setup: CostCheck) -> Checked<()> {
         })?;
     }
     r.creates(&emu, 1)
+}
+
+async fn dry_run(r: &Runner<'_>, setup: DryRun) -> Checked<()> {
+    let (emu, p) = r.setup(Progression::default()).await?;
+    let quote = p
+        .dry_run(&setup.request)
+        .await
+        .map_err(|e| r.fail(format!("dry run failed: {e}")))?;
+    r.check(quote == setup.expect, || {
+        format!("dry run quoted {quote:?}, expected {:?}", setup.expect)
+    })?;
+    let jobs = emu.jobs().len();
+    r.check(jobs == 0, || format!("a dry run created {jobs} jobs"))?;
+    if setup.expect.is_none() {
+        let sent = emu.total_requests();
+        r.check(sent == 0, || {
+            format!("{sent} requests sent by an adapter without a dry run")
+        })?;
+    }
+    Ok(())
 }
 
 async fn invalid_input(r: &Runner<'_>, requests: Vec<ProviderRequest>) -> Checked<()> {

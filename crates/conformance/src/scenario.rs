@@ -53,6 +53,8 @@ pub enum ScenarioId {
     ContentRejected,
     /// The provider's cost or usage figure is recorded.
     Cost,
+    /// `Provider::dry_run` quotes without creating anything (or says it cannot, without a request).
+    DryRun,
     /// Jobs out of the model's capabilities are refused before any request.
     InvalidInput,
     /// One attempt is one create, whatever happens after it.
@@ -61,7 +63,7 @@ pub enum ScenarioId {
 
 impl ScenarioId {
     /// Every scenario, in matrix order.
-    pub const ALL: [ScenarioId; 18] = [
+    pub const ALL: [ScenarioId; 19] = [
         ScenarioId::Success,
         ScenarioId::AsyncPoll,
         ScenarioId::CancelOnDrop,
@@ -78,6 +80,7 @@ impl ScenarioId {
         ScenarioId::CreditExhausted,
         ScenarioId::ContentRejected,
         ScenarioId::Cost,
+        ScenarioId::DryRun,
         ScenarioId::InvalidInput,
         ScenarioId::OneCreate,
     ];
@@ -101,6 +104,7 @@ impl ScenarioId {
             ScenarioId::CreditExhausted => "credit_exhausted",
             ScenarioId::ContentRejected => "content_rejected",
             ScenarioId::Cost => "cost",
+            ScenarioId::DryRun => "dry_run",
             ScenarioId::InvalidInput => "invalid_input",
             ScenarioId::OneCreate => "one_create",
         }
@@ -173,6 +177,8 @@ pub trait Fixture: Send + Sync {
     fn content_rejected(&self) -> Scenario<Rejection>;
     /// A request whose reported cost or usage must be recorded.
     fn cost(&self) -> Scenario<CostCheck>;
+    /// A request to quote with `Provider::dry_run`, and the quote expected (`None`: no dry run).
+    fn dry_run(&self) -> Scenario<DryRun>;
     /// Requests the adapter must refuse before sending anything.
     fn invalid_input(&self) -> Scenario<Vec<ProviderRequest>>;
     /// A request used to check that failures never cause a second create.
@@ -199,6 +205,16 @@ pub struct CostCheck {
     pub emulator: fn(&mut Settings),
     /// What the generation must carry.
     pub expect: Vec<Metered>,
+}
+
+/// The `dry_run` setup.
+#[derive(Debug)]
+pub struct DryRun {
+    /// The request to quote.
+    pub request: ProviderRequest,
+    /// The provider's quote (Scenario: Creative Units), or `None` for a provider without a dry run, which
+    /// must answer `Ok(None)` without sending anything.
+    pub expect: Option<Money>,
 }
 
 /// One metered figure a generation must carry, exactly.
@@ -274,6 +290,7 @@ pub fn opt_out(fixture: &dyn Fixture, id: ScenarioId) -> Option<&'static str> {
         ScenarioId::CreditExhausted => reason(fixture.credit_exhausted()),
         ScenarioId::ContentRejected => reason(fixture.content_rejected()),
         ScenarioId::Cost => reason(fixture.cost()),
+        ScenarioId::DryRun => reason(fixture.dry_run()),
         ScenarioId::InvalidInput => reason(fixture.invalid_input()),
         ScenarioId::OneCreate => reason(fixture.one_create()),
     }

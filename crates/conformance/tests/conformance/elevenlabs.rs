@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use genroute_conformance::emulators::{EmulatorHandle, Kind};
-use genroute_conformance::{CostCheck, Fixture, Metered, Rejection, Scenario, Transport};
+use genroute_conformance::{CostCheck, DryRun, Fixture, Metered, Rejection, Scenario, Transport};
 use genroute_core::{AudioJobSpec, Decimal, Provider, ProviderRequest};
 use genroute_provider_elevenlabs::models::{MULTILINGUAL_V2, MUSIC_V1, SOUND_V2};
 use genroute_provider_elevenlabs::{ElevenLabsConfig, ElevenLabsProvider};
@@ -91,6 +91,12 @@ impl Fixture for ElevenLabsFixture {
             request: tts(),
             emulator: |s| s.elevenlabs_character_cost = Some(137),
             expect: vec![Metered::Characters(137)],
+        })
+    }
+    fn dry_run(&self) -> Scenario<DryRun> {
+        Scenario::Run(DryRun {
+            request: tts(),
+            expect: None,
         })
     }
     fn invalid_input(&self) -> Scenario<Vec<ProviderRequest>> {

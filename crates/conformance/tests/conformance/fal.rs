@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use genroute_conformance::emulators::{EmulatorHandle, Kind};
-use genroute_conformance::{CostCheck, Fixture, Metered, Rejection, Scenario, Transport};
+use genroute_conformance::{CostCheck, DryRun, Fixture, Metered, Rejection, Scenario, Transport};
 use genroute_core::{AudioJobSpec, Billed, Decimal, EditOp, ImageJobSpec, Provider, ProviderRequest};
 use genroute_provider_fal::models::{FLUX_DEV, FLUX_PRO_KONTEXT, KLING_V16_T2V};
 use genroute_provider_fal::{FalConfig, FalProvider};
@@ -30,7 +30,13 @@ impl Fixture for FalFixture {
 
     fn success(&self) -> Scenario<Vec<ProviderRequest>> {
         Scenario::Run(vec![
-            image_spec(FLUX_DEV, ImageJobSpec::new("two cats").size(1024, 768).count(2)),
+            image_spec(
+                FLUX_DEV,
+                ImageJobSpec::new("two cats")
+                    .size(1024, 768)
+                    .count(2)
+                    .seed(u64::MAX - 7),
+            ),
             video(KLING_V16_T2V, 5),
             edit(
                 FLUX_PRO_KONTEXT,
@@ -95,6 +101,12 @@ impl Fixture for FalFixture {
             // Fractional billed seconds, as fal reports for video.
             emulator: |s| s.fal_billable_units = Some("5.008".into()),
             expect: vec![Metered::BillableUnits(Decimal::new(5008, 3))],
+        })
+    }
+    fn dry_run(&self) -> Scenario<DryRun> {
+        Scenario::Run(DryRun {
+            request: flux(),
+            expect: None,
         })
     }
     fn invalid_input(&self) -> Scenario<Vec<ProviderRequest>> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use genroute_conformance::emulators::{EmulatorHandle, Kind};
-use genroute_conformance::{CostCheck, Fixture, Metered, Rejection, Scenario, Transport};
+use genroute_conformance::{CostCheck, DryRun, Fixture, Metered, Rejection, Scenario, Transport};
 use genroute_core::{Billed, EditOp, ImageJobSpec, Provider, ProviderRequest};
 use genroute_provider_openai::models::{DALL_E_3, GPT_IMAGE_1, TTS_1};
 use genroute_provider_openai::{OpenAiConfig, OpenAiProvider};
@@ -109,6 +109,12 @@ impl Fixture for OpenAiFixture {
             request: gpt_image(),
             emulator: |_| {},
             expect: vec![Metered::InputTokens(5), Metered::OutputTokens(1056)],
+        })
+    }
+    fn dry_run(&self) -> Scenario<DryRun> {
+        Scenario::Run(DryRun {
+            request: gpt_image(),
+            expect: None,
         })
     }
     fn invalid_input(&self) -> Scenario<Vec<ProviderRequest>> {

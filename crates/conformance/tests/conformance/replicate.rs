@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use genroute_conformance::emulators::{EmulatorHandle, Kind};
-use genroute_conformance::{CostCheck, Fixture, Metered, Rejection, Scenario, Transport};
+use genroute_conformance::{CostCheck, DryRun, Fixture, Metered, Rejection, Scenario, Transport};
 use genroute_core::{AudioJobSpec, Billed, Decimal, ImageJobSpec, Provider, ProviderRequest};
 use genroute_provider_replicate::models::{FLUX_11_PRO, FLUX_SCHNELL, MINIMAX_VIDEO_01};
 use genroute_provider_replicate::{ReplicateConfig, ReplicateProvider};
@@ -36,7 +36,10 @@ impl Fixture for ReplicateFixture {
         Scenario::Run(vec![
             image_spec(
                 FLUX_SCHNELL,
-                ImageJobSpec::new("two cats").size(1344, 768).count(2),
+                ImageJobSpec::new("two cats")
+                    .size(1344, 768)
+                    .count(2)
+                    .seed(u64::MAX - 7),
             ),
             image(FLUX_11_PRO, 1024, 768),
             video_spec(
@@ -96,6 +99,12 @@ impl Fixture for ReplicateFixture {
             request: schnell(),
             emulator: |s| s.replicate_predict_time = Some(4.25),
             expect: vec![Metered::ComputeSeconds(Decimal::new(425, 2))],
+        })
+    }
+    fn dry_run(&self) -> Scenario<DryRun> {
+        Scenario::Run(DryRun {
+            request: schnell(),
+            expect: None,
         })
     }
     fn invalid_input(&self) -> Scenario<Vec<ProviderRequest>> {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use genroute_conformance::emulators::{EmulatorHandle, Kind};
-use genroute_conformance::{CostCheck, Fixture, Metered, Rejection, Scenario, Transport};
+use genroute_conformance::{CostCheck, DryRun, Fixture, Metered, Rejection, Scenario, Transport};
 use genroute_core::{Billed, Decimal, ImageJobSpec, MediaInput, Provider, ProviderRequest, VideoJobSpec};
 use genroute_provider_runway::models::{GEN4_5, GEN4_IMAGE, GEN4_TURBO, VEO3, VEO3_1_FAST};
 use genroute_provider_runway::{RunwayConfig, RunwayProvider};
@@ -37,7 +37,10 @@ impl Fixture for RunwayFixture {
 
     fn success(&self) -> Scenario<Vec<ProviderRequest>> {
         Scenario::Run(vec![
-            gen45(),
+            video_spec(
+                GEN4_5,
+                VideoJobSpec::new("waves", Decimal::from(5)).seed(4_000_000_000),
+            ),
             video_spec(
                 GEN4_TURBO,
                 VideoJobSpec::from_image(frame(), Decimal::from(10)).prompt("the sea moves"),
@@ -103,6 +106,12 @@ impl Fixture for RunwayFixture {
             request: video(GEN4_5, 7),
             emulator: |_| {},
             expect: vec![Metered::OutputSeconds(Decimal::from(7))],
+        })
+    }
+    fn dry_run(&self) -> Scenario<DryRun> {
+        Scenario::Run(DryRun {
+            request: gen45(),
+            expect: None,
         })
     }
     fn invalid_input(&self) -> Scenario<Vec<ProviderRequest>> {

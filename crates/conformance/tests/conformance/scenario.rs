@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use genroute_conformance::emulators::{EmulatorHandle, Kind};
-use genroute_conformance::{CostCheck, Fixture, Metered, Rejection, Scenario, Transport};
+use genroute_conformance::{CostCheck, DryRun, Fixture, Metered, Rejection, Scenario, Transport};
 use genroute_core::{Billed, Decimal, EditOp, ImageJobSpec, MediaInput, Money, Provider, ProviderRequest};
 use genroute_provider_scenario::models::{PIXELATE, REMOVE_BACKGROUND, SD15, SDXL, UPSCALE, VECTORIZE};
 use genroute_provider_scenario::{ScenarioConfig, ScenarioProvider};
@@ -38,7 +38,13 @@ impl Fixture for ScenarioFixture {
 
     fn success(&self) -> Scenario<Vec<ProviderRequest>> {
         Scenario::Run(vec![
-            image_spec(SDXL, ImageJobSpec::new("three cats").size(1024, 768).count(3)),
+            image_spec(
+                SDXL,
+                ImageJobSpec::new("three cats")
+                    .size(1024, 768)
+                    .count(3)
+                    .seed(u64::MAX - 7),
+            ),
             image_spec(SD15, ImageJobSpec::new("a cat").size(512, 512).steps(20)),
             edit(
                 SDXL,
@@ -112,6 +118,12 @@ impl Fixture for ScenarioFixture {
             request: image_spec(SDXL, ImageJobSpec::new("two cats").count(2)),
             emulator: |s| s.scenario_units_per_sample = Some(7),
             expect: vec![Metered::Charged(Money::cu(Decimal::from(14)))],
+        })
+    }
+    fn dry_run(&self) -> Scenario<DryRun> {
+        Scenario::Run(DryRun {
+            request: image_spec(SDXL, ImageJobSpec::new("two cats").count(2)),
+            expect: Some(Money::cu(Decimal::from(10))),
         })
     }
     fn invalid_input(&self) -> Scenario<Vec<ProviderRequest>> {
