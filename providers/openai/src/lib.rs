@@ -341,16 +341,23 @@ impl Provider for OpenAiProvider {
         let Some(fallback_type) = speech_type else {
             return self.read_images(&resp, request, started);
         };
-        if resp.body.is_empty() {
-            return Err(
-                ProviderError::new(ErrorKind::MalformedResponse, "openai: empty audio body")
-                    .billed(Billed::Unknown),
-            );
-        }
-        let media_type = resp
+        let content_type = resp
             .header("content-type")
+            .and_then(|t| t.split(';').next())
+            .map(|t| t.trim().to_ascii_lowercase());
+        if resp.body.is_empty() || content_type.as_deref().is_some_and(|t| t.contains("json")) {
+            // Speech answers audio bytes; a JSON (or empty) 2xx is not audio, and may have been billed.
+            return Err(ProviderError::new(
+                ErrorKind::MalformedResponse,
+                format!("openai: speech answered without audio: {}", resp.snippet(300)),
+            )
+            .billed(Billed::Unknown)
+            .status(Some(resp.status.as_u16()))
+            .request_id(resp.header(error::REQUEST_ID_HEADER).map(str::to_owned)));
+        }
+        let media_type = content_type
             .filter(|t| t.starts_with("audio/"))
-            .map_or(fallback_type, str::to_owned);
+            .unwrap_or(fallback_type);
         let mut g = Generation::new(vec![Asset::bytes(resp.body.to_vec(), Some(media_type))]);
         g.provider_request_id = resp.header(error::REQUEST_ID_HEADER).map(str::to_owned);
         g.response_model = Some(request.model.to_string());

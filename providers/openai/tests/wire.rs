@@ -322,6 +322,24 @@ async fn speech_returns_bytes_with_the_content_type_and_counts_characters() {
 }
 
 #[tokio::test]
+async fn speech_answer_that_is_json_is_malformed_not_audio() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/speech"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(br#"{"id": "x"}"#.to_vec(), "application/json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = provider(&server)
+        .generate(&req("tts-1", AudioJobSpec::speech("Hi").build().unwrap()), &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MalformedResponse);
+    assert!(!err.is_temporary());
+    assert_eq!(err.billing(), &Billed::Unknown);
+}
+
+#[tokio::test]
 async fn invalid_input_sends_nothing() {
     let server = MockServer::start().await;
     let p = provider(&server);
