@@ -136,7 +136,16 @@ pub fn parse_error(phase: Phase, status: StatusCode, headers: &HeaderMap, body: 
         }
     };
     if status.is_server_error() {
-        class.billed = Billed::No;
+        let started = !headers.contains_key("x-fal-request-timeout-type");
+        class.billed = if phase == Phase::Result && code.is_none() && started {
+            // The job reported COMPLETED and a bare 5xx (no runner `error_type`) came back from the result
+            // fetch: the gateway failed, not the run, and fal bills a completed run. Billed unknown, with the
+            // request id attached by the caller, makes the router re-fetch (resume) instead of re-creating.
+            Billed::Unknown
+        } else {
+            // A runner-reported failure, or a job that never started: fal never bills 5xx.
+            Billed::No
+        };
     }
     if phase == Phase::Result
         && matches!(class.kind, K::InvalidRequest | K::ContentRejected)
@@ -274,6 +283,17 @@ mod tests {
                 r#"{"detail":"x","error_type":"client_disconnected"}"#,
                 ErrorKind::Cancelled,
                 false,
+                Billed::Unknown,
+            ),
+            (
+                // A gateway 502 on the result fetch of a COMPLETED job (no runner error type): the run was
+                // billed, so billing is unknown and the caller re-fetches instead of re-creating.
+                Phase::Result,
+                502,
+                none.clone(),
+                "<html>Bad Gateway</html>",
+                ErrorKind::Unavailable,
+                true,
                 Billed::Unknown,
             ),
             (
