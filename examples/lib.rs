@@ -1,0 +1,1 @@
+//! Shared helpers for the examples live in each example; this library is empty.
