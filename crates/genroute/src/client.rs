@@ -261,11 +261,8 @@ pub async fn ensure_teams<'a>(
 ) -> Result<Vec<TeamId>, Error> {
     let mut created = Vec::new();
     for spec in teams {
-        let mut tc = genroute_ledger::TeamConfig::new(
-            spec.team.clone(),
-            spec.allowance.clone(),
-            spec.subscribed_at,
-        );
+        let mut tc =
+            genroute_ledger::TeamConfig::new(spec.team.clone(), spec.allowance.clone(), spec.subscribed_at);
         tc.default_cap = spec.default_cap.clone();
         tc.auto_refill = spec.auto_refill.clone();
         match ledger.create_team(&tc).await {
@@ -295,7 +292,8 @@ pub async fn ensure_teams<'a>(
 }
 
 fn id_of<T: std::str::FromStr<Err = genroute_core::IdError>>(s: &str) -> Result<T, Error> {
-    s.parse().map_err(|e: genroute_core::IdError| Error::Invalid(e.to_string()))
+    s.parse()
+        .map_err(|e: genroute_core::IdError| Error::Invalid(e.to_string()))
 }
 
 /// One candidate of a dry run.
@@ -377,8 +375,14 @@ impl SpendReport {
         self.total_cu += cu;
         *self.by_provider.entry(provider.to_owned()).or_default() += cu;
         *self.by_model.entry(format!("{provider}/{model}")).or_default() += cu;
-        *self.by_member.entry(member.unwrap_or("-").to_owned()).or_default() += cu;
-        *self.by_project.entry(project.unwrap_or("-").to_owned()).or_default() += cu;
+        *self
+            .by_member
+            .entry(member.unwrap_or("-").to_owned())
+            .or_default() += cu;
+        *self
+            .by_project
+            .entry(project.unwrap_or("-").to_owned())
+            .or_default() += cu;
     }
 }
 
@@ -464,7 +468,9 @@ impl Client {
                 included: false,
                 rank: None,
                 cost: quote.as_ref().map(|q| q.cost.to_string()),
-                cost_cu: quote.as_ref().and_then(|q| q.cost_cu.as_ref().map(ToString::to_string)),
+                cost_cu: quote
+                    .as_ref()
+                    .and_then(|q| q.cost_cu.as_ref().map(ToString::to_string)),
                 high_cost: quote.as_ref().is_some_and(|q| q.high_cost),
                 reason: format!("out: {reason}"),
                 explanation: quote.as_ref().map(genroute_core::Quote::explain),
@@ -532,7 +538,11 @@ impl Client {
         let team = match (&c.defaults.team, c.teams.len()) {
             (Some(t), _) => t.clone(),
             (None, 1) => c.teams.keys().next().cloned().unwrap_or_default(),
-            _ => return Err(Error::Invalid("no team given and no [defaults] team in the config".into())),
+            _ => {
+                return Err(Error::Invalid(
+                    "no team given and no [defaults] team in the config".into(),
+                ));
+            }
         };
         let mut caller = Caller::team(id_of(&team)?);
         if let Some(m) = &c.defaults.member {
@@ -639,7 +649,9 @@ impl Client {
     pub fn report_from_cost_log(&self, team: Option<&TeamId>) -> Result<SpendReport, Error> {
         self.flush()?;
         let Some(path) = self.cost_log_path() else {
-            return Err(Error::Invalid("the cost log is disabled ([cost_log] enabled = false)".into()));
+            return Err(Error::Invalid(
+                "the cost log is disabled ([cost_log] enabled = false)".into(),
+            ));
         };
         report_from_cost_log_file(path, team)
     }
@@ -807,7 +819,11 @@ impl PartialOrd for ScopeKey {
 
 impl Ord for ScopeKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.0.kind(), self.0.team(), self.0.local_id()).cmp(&(other.0.kind(), other.0.team(), other.0.local_id()))
+        (self.0.kind(), self.0.team(), self.0.local_id()).cmp(&(
+            other.0.kind(),
+            other.0.team(),
+            other.0.local_id(),
+        ))
     }
 }
 

@@ -717,9 +717,7 @@ impl Validator<'_> {
                 match (self.env)(&name) {
                     Some(value) => *v = Value::String(value),
                     None => match self.mode {
-                        EnvMode::Require => {
-                            self.err(path, format!("environment variable {name} is not set"))
-                        }
+                        EnvMode::Require => self.err(path, format!("environment variable {name} is not set")),
                         EnvMode::Lenient => {
                             self.warn(path, format!("environment variable {name} is not set"));
                             *v = Value::String(format!("unset-{name}"));
@@ -769,7 +767,9 @@ impl Validator<'_> {
             }
             let mut value = Value::Table(table);
             self.resolve_env(&mut path, &mut value);
-            let Value::Table(mut settings) = value else { continue };
+            let Value::Table(mut settings) = value else {
+                continue;
+            };
             let kind = match settings.remove("type") {
                 None => id.clone(),
                 Some(Value::String(s)) => s,
@@ -881,12 +881,8 @@ impl Validator<'_> {
                 match value.try_into::<TelemetryConfig>() {
                     Ok(t) => t,
                     Err(e) => {
-                        let p = serde_problem(
-                            self.text,
-                            self.origin,
-                            &Unspanned(e.message().to_owned()),
-                            &path,
-                        );
+                        let p =
+                            serde_problem(self.text, self.origin, &Unspanned(e.message().to_owned()), &path);
                         self.problems.push(p);
                         TelemetryConfig::default()
                     }
@@ -896,7 +892,11 @@ impl Validator<'_> {
 
         // Cost log.
         let cost_log = if raw.cost_log.enabled.unwrap_or(true) {
-            Some(raw.cost_log.path.unwrap_or_else(|| PathBuf::from(DEFAULT_COST_LOG_PATH)))
+            Some(
+                raw.cost_log
+                    .path
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_COST_LOG_PATH)),
+            )
         } else {
             None
         };
@@ -1078,8 +1078,16 @@ impl Validator<'_> {
                 .rules
                 .iter()
                 .enumerate()
-                .map(|(i, r)| (vec![k("aliases"), k(name), k("rules"), Seg::Index(i), k("route")], &r.route))
-                .chain(std::iter::once((vec![k("aliases"), k(name), k("default")], &a.default)));
+                .map(|(i, r)| {
+                    (
+                        vec![k("aliases"), k(name), k("rules"), Seg::Index(i), k("route")],
+                        &r.route,
+                    )
+                })
+                .chain(std::iter::once((
+                    vec![k("aliases"), k(name), k("default")],
+                    &a.default,
+                )));
             for (path, target) in targets {
                 if !routes.contains_key(target) && !raw.contains_key(target) {
                     self.err(
@@ -1110,24 +1118,33 @@ impl Validator<'_> {
     }
 
     fn ledger(&mut self, raw: RawLedger, base_dir: &Path) -> Option<LedgerSpec> {
-        let backend = raw.backend.as_deref().unwrap_or(if raw.url.is_some() {
-            "postgres"
-        } else {
-            "sqlite"
-        });
+        let backend = raw
+            .backend
+            .as_deref()
+            .unwrap_or(if raw.url.is_some() { "postgres" } else { "sqlite" });
         match backend {
             "sqlite" => {
                 if raw.url.is_some() {
-                    self.err(&[k("ledger"), k("url")], "`url` is for the postgres backend; use `path`");
+                    self.err(
+                        &[k("ledger"), k("url")],
+                        "`url` is for the postgres backend; use `path`",
+                    );
                 }
                 let path = raw.path.unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER_PATH));
-                let path = if path.is_absolute() { path } else { base_dir.join(path) };
+                let path = if path.is_absolute() {
+                    path
+                } else {
+                    base_dir.join(path)
+                };
                 Some(LedgerSpec::Sqlite { path })
             }
             "memory" => Some(LedgerSpec::Memory),
             "postgres" => {
                 if raw.path.is_some() {
-                    self.err(&[k("ledger"), k("path")], "`path` is for the sqlite backend; use `url`");
+                    self.err(
+                        &[k("ledger"), k("path")],
+                        "`path` is for the sqlite backend; use `url`",
+                    );
                 }
                 let Some(mut url) = raw.url else {
                     self.err(
@@ -1143,7 +1160,10 @@ impl Validator<'_> {
                         url: SecretString::from(s),
                     }),
                     other => {
-                        self.err(&path, format!("expected a URL string or {{ env = \"NAME\" }}, got {other}"));
+                        self.err(
+                            &path,
+                            format!("expected a URL string or {{ env = \"NAME\" }}, got {other}"),
+                        );
                         None
                     }
                 }
@@ -1176,7 +1196,10 @@ impl Validator<'_> {
             Some(d) => self.date(&at("subscribed"), d),
             None => Some(Utc::now()),
         };
-        let default_cap = t.default_cap.as_ref().and_then(|v| self.cu(&at("default_cap"), v));
+        let default_cap = t
+            .default_cap
+            .as_ref()
+            .and_then(|v| self.cu(&at("default_cap"), v));
         let caps = |key: &str, map: &BTreeMap<String, Value>, this: &mut Self| {
             let mut out = BTreeMap::new();
             for (name, v) in map {
@@ -1289,7 +1312,12 @@ fn flatten(
 
 /// Names every route and alias of a config, for messages.
 pub fn route_names(config: &Config) -> BTreeSet<String> {
-    config.routes.keys().chain(config.aliases.keys()).cloned().collect()
+    config
+        .routes
+        .keys()
+        .chain(config.aliases.keys())
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -1326,7 +1354,10 @@ members = { alice = "100 CU" }
             c.providers["fal"].settings.get("api_key"),
             Some(&Value::String("id:secret".into()))
         );
-        assert_eq!(c.routes["posters"].cost_ceiling, Some(Money::usd(Decimal::new(10, 2))));
+        assert_eq!(
+            c.routes["posters"].cost_ceiling,
+            Some(Money::usd(Decimal::new(10, 2)))
+        );
         assert_eq!(c.teams["acme"].members["alice"], Money::cu(Decimal::from(100)));
         assert!(matches!(c.ledger, LedgerSpec::Sqlite { ref path } if path.ends_with(".genroute/ledger.db")));
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
@@ -1353,7 +1384,11 @@ members = { alice = "100 CU" }
         assert!(e.problems[0].message.contains("unknown provider \"fall\""));
         assert_eq!(e.problems[1].key, "aliases.image.default");
         assert_eq!(e.problems[1].line, Some(10));
-        assert!(e.to_string().contains("genroute.toml:10: `aliases.image.default`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("genroute.toml:10: `aliases.image.default`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1373,11 +1408,26 @@ members = { alice = "100 CU" }
         let c = parse(&text).unwrap();
         let table = c.route_table();
         let meta = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+            pairs
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect()
         };
-        assert_eq!(table.resolve("top", &meta(&[("tier", "x"), ("plan", "free")])).unwrap().0, "drafts");
-        assert_eq!(table.resolve("top", &meta(&[("tier", "x")])).unwrap().0, "posters");
-        assert_eq!(table.resolve("top", &meta(&[("plan", "free")])).unwrap().0, "posters");
+        assert_eq!(
+            table
+                .resolve("top", &meta(&[("tier", "x"), ("plan", "free")]))
+                .unwrap()
+                .0,
+            "drafts"
+        );
+        assert_eq!(
+            table.resolve("top", &meta(&[("tier", "x")])).unwrap().0,
+            "posters"
+        );
+        assert_eq!(
+            table.resolve("top", &meta(&[("plan", "free")])).unwrap().0,
+            "posters"
+        );
         assert_eq!(table.resolve("pic", &meta(&[])).unwrap().0, "posters");
     }
 
@@ -1389,7 +1439,10 @@ members = { alice = "100 CU" }
         );
         let e = parse(&text).unwrap_err();
         let p = &e.problems[0];
-        assert_eq!(p.key, "pricing.overrides[0].models.\"fal-ai/flux/dev\".price", "{e}");
+        assert_eq!(
+            p.key, "pricing.overrides[0].models.\"fal-ai/flux/dev\".price",
+            "{e}"
+        );
         assert_eq!(p.line, Some(21), "{e}");
         assert!(p.message.contains("negative"), "{e}");
 
@@ -1410,14 +1463,20 @@ members = { alice = "100 CU" }
             genroute_core::ModelId::new("fal-ai/flux/dev").unwrap(),
         );
         let job: genroute_core::Job = genroute_core::ImageJobSpec::new("x").build().unwrap().into();
-        assert_eq!(c.prices.quote(&target, &job).unwrap().cost, Money::usd(Decimal::new(2, 2)));
+        assert_eq!(
+            c.prices.quote(&target, &job).unwrap().cost,
+            Money::usd(Decimal::new(2, 2))
+        );
     }
 
     #[test]
     fn missing_env_is_an_error_or_a_warning() {
         let text = GOOD.replace("FAL_KEY", "NOPE_KEY");
         let e = parse(&text).unwrap_err();
-        assert!(e.to_string().contains("environment variable NOPE_KEY is not set"), "{e}");
+        assert!(
+            e.to_string().contains("environment variable NOPE_KEY is not set"),
+            "{e}"
+        );
         assert_eq!(e.problems[0].key, "providers.fal.api_key");
         let c = Config::parse(&text, "g.toml", Path::new("."), EnvMode::Lenient, &|_| None).unwrap();
         assert_eq!(c.warnings.len(), 1);

@@ -22,7 +22,9 @@ pub use genroute_core::{
 };
 /// The CU budget ledger and its backends.
 pub use genroute_ledger as ledger;
-pub use genroute_ledger::{Balance, Entry, EntryKind, HistoryFilter, Ledger, Scope, ScopeKind, Usage, UsageStatus};
+pub use genroute_ledger::{
+    Balance, Entry, EntryKind, HistoryFilter, Ledger, Scope, ScopeKind, Usage, UsageStatus,
+};
 /// Price rules, catalogs and quotes.
 pub use genroute_pricing as pricing;
 pub use genroute_pricing::PriceBook;

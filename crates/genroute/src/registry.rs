@@ -32,7 +32,10 @@ impl fmt::Debug for Registry {
 
 /// Deserialises an adapter's serde config from the table and calls its constructor: the body of a
 /// typical [`ProviderFactory`].
-pub fn from_table<C, P, E>(table: toml::Table, new: fn(C) -> Result<P, E>) -> Result<Arc<dyn Provider>, String>
+pub fn from_table<C, P, E>(
+    table: toml::Table,
+    new: fn(C) -> Result<P, E>,
+) -> Result<Arc<dyn Provider>, String>
 where
     C: DeserializeOwned,
     P: Provider + 'static,
@@ -58,15 +61,25 @@ impl Registry {
         #[cfg(feature = "provider-fal")]
         r.register("fal", |t| from_table(t, genroute_provider_fal::FalProvider::new));
         #[cfg(feature = "provider-replicate")]
-        r.register("replicate", |t| from_table(t, genroute_provider_replicate::ReplicateProvider::new));
+        r.register("replicate", |t| {
+            from_table(t, genroute_provider_replicate::ReplicateProvider::new)
+        });
         #[cfg(feature = "provider-openai")]
-        r.register("openai", |t| from_table(t, genroute_provider_openai::OpenAiProvider::new));
+        r.register("openai", |t| {
+            from_table(t, genroute_provider_openai::OpenAiProvider::new)
+        });
         #[cfg(feature = "provider-scenario")]
-        r.register("scenario", |t| from_table(t, genroute_provider_scenario::ScenarioProvider::new));
+        r.register("scenario", |t| {
+            from_table(t, genroute_provider_scenario::ScenarioProvider::new)
+        });
         #[cfg(feature = "provider-elevenlabs")]
-        r.register("elevenlabs", |t| from_table(t, genroute_provider_elevenlabs::ElevenLabsProvider::new));
+        r.register("elevenlabs", |t| {
+            from_table(t, genroute_provider_elevenlabs::ElevenLabsProvider::new)
+        });
         #[cfg(feature = "provider-runway")]
-        r.register("runway", |t| from_table(t, genroute_provider_runway::RunwayProvider::new));
+        r.register("runway", |t| {
+            from_table(t, genroute_provider_runway::RunwayProvider::new)
+        });
         r
     }
 
@@ -119,7 +132,11 @@ impl Provider for Renamed {
     async fn dry_run(&self, request: &ProviderRequest) -> Result<Option<Money>, ProviderError> {
         self.inner.dry_run(request).await
     }
-    async fn generate(&self, request: &ProviderRequest, ctx: &CallContext) -> Result<Generation, ProviderError> {
+    async fn generate(
+        &self,
+        request: &ProviderRequest,
+        ctx: &CallContext,
+    ) -> Result<Generation, ProviderError> {
         self.inner.generate(request, ctx).await
     }
     async fn resume(
