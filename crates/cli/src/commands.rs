@@ -206,11 +206,11 @@ pub async fn quote(config: &Path, job: JobCmd, json: bool) -> CliResult {
         "{}",
         table(&["#", "candidate", "tier", "cost", "CU", "verdict"], &rows)
     );
-    if let Some(first) = report.first() {
-        if let Some(x) = &first.explanation {
-            println!();
-            println!("{}", dim(x.trim_end()));
-        }
+    if let Some(first) = report.first()
+        && let Some(x) = &first.explanation
+    {
+        println!();
+        println!("{}", dim(x.trim_end()));
     }
     if report.first().is_none() {
         return Err(Failure::new(EXIT_NO_CANDIDATE, "no candidate can run this job"));
@@ -371,10 +371,10 @@ pub async fn budget_status(config: &Path, t: &TeamArg, json: bool) -> CliResult 
 }
 
 fn expiry(s: &str) -> Result<DateTime<Utc>, Failure> {
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        if let Some(t) = d.and_hms_opt(0, 0, 0) {
-            return Ok(t.and_utc());
-        }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        && let Some(t) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(t.and_utc());
     }
     let d = duration(s, "--expires")?;
     let d = chrono::Duration::from_std(d).map_err(|e| usage(format!("--expires: {e}")))?;

@@ -33,6 +33,7 @@ struct Inner {
     ledger: Arc<dyn Ledger>,
     config: RwLock<Arc<Config>>,
     path: Option<PathBuf>,
+    env_mode: EnvMode,
     cost_log: Option<Arc<JsonlCostLog>>,
     cost_log_path: Option<PathBuf>,
     telemetry: Mutex<Option<TelemetryGuard>>,
@@ -52,6 +53,7 @@ impl fmt::Debug for Client {
 pub struct ClientBuilder {
     config: Option<Config>,
     path: Option<PathBuf>,
+    env_mode: EnvMode,
     registry: Registry,
     providers: Vec<Arc<dyn Provider>>,
     ledger: Option<Arc<dyn Ledger>>,
@@ -92,6 +94,7 @@ impl ClientBuilder {
         let path = path.as_ref().to_path_buf();
         self.config = Some(Config::load(&path, EnvMode::Lenient)?);
         self.path = Some(path);
+        self.env_mode = EnvMode::Lenient;
         Ok(self)
     }
 
@@ -215,6 +218,7 @@ impl ClientBuilder {
                 ledger,
                 config: RwLock::new(Arc::new(config)),
                 path: self.path,
+                env_mode: self.env_mode,
                 cost_log,
                 cost_log_path,
                 telemetry: Mutex::new(telemetry),
@@ -412,6 +416,7 @@ impl Client {
         ClientBuilder {
             config: None,
             path: None,
+            env_mode: EnvMode::Require,
             registry: Registry::builtin(),
             providers: Vec::new(),
             ledger: None,
@@ -666,7 +671,7 @@ impl Client {
         let Some(path) = &self.inner.path else {
             return Err(Error::Invalid("this client was not built from a file".into()));
         };
-        let result = Config::load(path, EnvMode::Require);
+        let result = Config::load(path, self.inner.env_mode);
         let mut status = self
             .inner
             .reload

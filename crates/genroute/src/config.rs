@@ -691,10 +691,10 @@ impl Validator<'_> {
         if let Ok(t) = DateTime::parse_from_rfc3339(&s) {
             return Some(t.with_timezone(&Utc));
         }
-        if let Ok(day) = NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
-            if let Some(t) = day.and_hms_opt(0, 0, 0) {
-                return Some(Utc.from_utc_datetime(&t));
-            }
+        if let Ok(day) = NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+            && let Some(t) = day.and_hms_opt(0, 0, 0)
+        {
+            return Some(Utc.from_utc_datetime(&t));
         }
         self.err(
             path,
@@ -740,16 +740,17 @@ impl Validator<'_> {
                 }
             }
             Value::String(_) => {
-                if let Some(Seg::Key(key)) = path.last() {
-                    if SECRET_KEYS.contains(&key.as_str()) && key != "url" {
-                        let key = key.clone();
-                        self.warn(
+                if let Some(Seg::Key(key)) = path.last()
+                    && SECRET_KEYS.contains(&key.as_str())
+                    && key != "url"
+                {
+                    let key = key.clone();
+                    self.warn(
                             path,
                             format!(
                                 "a literal secret; prefer `{key} = {{ env = \"NAME\" }}` so the file holds no secret"
                             ),
                         );
-                    }
                 }
             }
             _ => {}
@@ -811,18 +812,18 @@ impl Validator<'_> {
                             c.provider
                         ),
                     );
-                } else if let Some(book) = &prices {
-                    if !book.has_model(&c.target()) {
-                        let mut p = base.clone();
-                        p.extend([k("candidates"), Seg::Index(i), k("model")]);
-                        self.warn(
-                            &p,
-                            format!(
-                                "no price for {}: the router will skip it (add a [[pricing.overrides]] entry)",
-                                c.target()
-                            ),
-                        );
-                    }
+                } else if let Some(book) = &prices
+                    && !book.has_model(&c.target())
+                {
+                    let mut p = base.clone();
+                    p.extend([k("candidates"), Seg::Index(i), k("model")]);
+                    self.warn(
+                        &p,
+                        format!(
+                            "no price for {}: the router will skip it (add a [[pricing.overrides]] entry)",
+                            c.target()
+                        ),
+                    );
                 }
             }
             let max_escalation = match &r.max_escalation {
@@ -903,37 +904,38 @@ impl Validator<'_> {
 
         // Defaults.
         let d = raw.defaults;
-        if let Some(team) = &d.team {
-            if !teams.contains_key(team) {
-                self.err(
-                    &[k("defaults"), k("team")],
-                    format!("unknown team {team:?}: no [budgets.teams.{team}] table"),
-                );
-            }
+        if let Some(team) = &d.team
+            && !teams.contains_key(team)
+        {
+            self.err(
+                &[k("defaults"), k("team")],
+                format!("unknown team {team:?}: no [budgets.teams.{team}] table"),
+            );
         }
         for (key, route) in [
             ("image_route", &d.image_route),
             ("video_route", &d.video_route),
             ("audio_route", &d.audio_route),
         ] {
-            if let Some(route) = route {
-                if !routes.contains_key(route) && !aliases.contains_key(route) {
-                    self.err(
-                        &[k("defaults"), k(key)],
-                        format!("unknown route or alias {route:?}"),
-                    );
-                }
+            if let Some(route) = route
+                && !routes.contains_key(route)
+                && !aliases.contains_key(route)
+            {
+                self.err(
+                    &[k("defaults"), k(key)],
+                    format!("unknown route or alias {route:?}"),
+                );
             }
         }
 
         // The router's own consistency check (empty routes, names used twice).
-        if self.problems.is_empty() {
-            if let Err(e) = RouteTable::new(
+        if self.problems.is_empty()
+            && let Err(e) = RouteTable::new(
                 routes.iter().map(|(k, v)| (k.clone(), v.clone())),
                 aliases.iter().map(|(k, v)| (k.clone(), v.clone())),
-            ) {
-                self.err(&[k("routes")], e.to_string());
-            }
+            )
+        {
+            self.err(&[k("routes")], e.to_string());
         }
 
         let prices = prices?;
@@ -1026,13 +1028,13 @@ impl Validator<'_> {
                     } else {
                         PriceBook::builder()
                     };
-                    if let Err(e) = base.overrides_toml(text.clone(), origin.clone()).build() {
-                        if let Some(ce) = e.catalog() {
-                            let mut p = path.clone();
-                            p.extend(split_dotted(&ce.key));
-                            self.err(&p, ce.message.clone());
-                            continue;
-                        }
+                    if let Err(e) = base.overrides_toml(text.clone(), origin.clone()).build()
+                        && let Some(ce) = e.catalog()
+                    {
+                        let mut p = path.clone();
+                        p.extend(split_dotted(&ce.key));
+                        self.err(&p, ce.message.clone());
+                        continue;
                     }
                     fragments.push((text, origin));
                 }
@@ -1194,7 +1196,13 @@ impl Validator<'_> {
         let allowance = self.cu(&at("allowance"), &t.allowance);
         let subscribed_at = match &t.subscribed {
             Some(d) => self.date(&at("subscribed"), d),
-            None => Some(Utc::now()),
+            // Unset: periods start on the 1st of the month (deterministic, so reloads compare equal).
+            None => {
+                let now = Utc::now();
+                NaiveDate::from_ymd_opt(chrono::Datelike::year(&now), chrono::Datelike::month(&now), 1)
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .map(|t| Utc.from_utc_datetime(&t))
+            }
         };
         let default_cap = t
             .default_cap

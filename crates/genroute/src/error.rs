@@ -35,12 +35,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The ledger failed or refused.
+    /// The ledger failed or refused (boxed: ledger errors are large).
     #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    /// The router failed or refused the job.
+    Ledger(Box<LedgerError>),
+    /// The router failed or refused the job (boxed: it carries every attempt).
     #[error(transparent)]
-    Router(#[from] RouterError),
+    Router(Box<RouterError>),
     /// A price could not be computed.
     #[error(transparent)]
     Pricing(#[from] PricingError),
@@ -50,4 +50,16 @@ pub enum Error {
     /// An argument was invalid (an id, a team the config does not know...).
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<LedgerError> for Error {
+    fn from(e: LedgerError) -> Self {
+        Error::Ledger(Box::new(e))
+    }
+}
+
+impl From<RouterError> for Error {
+    fn from(e: RouterError) -> Self {
+        Error::Router(Box::new(e))
+    }
 }
