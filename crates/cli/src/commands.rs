@@ -496,6 +496,9 @@ fn print_report(r: &SpendReport) {
         ("member", &r.by_member),
         ("project", &r.by_project),
     ] {
+        if map.is_empty() {
+            continue;
+        }
         let rows: Vec<Vec<String>> = map.iter().map(|(k, v)| vec![k.clone(), num(*v)]).collect();
         println!("{}", table(&[title, "CU"], &rows));
     }

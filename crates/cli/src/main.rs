@@ -1,10 +1,4 @@
-//! `genroute`: the offline demo, dry-run quotes, generation, budgets, spend reports and config checks.
-//!
-//! Exit codes (also in `genroute --help`):
-//! 0 success · 1 unexpected failure (I/O, ledger, network) · 2 bad usage · 3 invalid configuration ·
-//! 4 budget refused the job · 5 the job failed on every candidate (or hit its deadline) ·
-//! 6 no candidate can run the job (or unknown route).
-
+#![doc = include_str!("../README.md")]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod commands;

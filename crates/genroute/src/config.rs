@@ -1497,4 +1497,30 @@ members = { alice = "100 CU" }
         assert!(c.warnings[0].message.contains("literal secret"));
         assert!(!format!("{:?}", c.providers["fal"]).contains("literal"));
     }
+
+    #[test]
+    fn the_reference_example_is_valid() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let c = Config::parse(
+            &doc[start..end],
+            "configuration.md",
+            Path::new("."),
+            EnvMode::Lenient,
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(c.providers.len(), 4);
+        assert_eq!(c.routes.len(), 3);
+        assert_eq!(c.teams["acme"].top_ups.len(), 1);
+        assert!(c.teams["acme"].auto_refill.is_some());
+        assert_eq!(c.telemetry.service_name.as_deref(), Some("poster-service"));
+        // Unset variables are warnings in lenient mode; nothing else is.
+        assert!(
+            c.warnings.iter().all(|w| w.message.contains("is not set")),
+            "{:?}",
+            c.warnings
+        );
+    }
 }
