@@ -506,6 +506,43 @@ fn locate(text: &str, path: &[Seg]) -> Option<usize> {
     best.map(|offset| line_of(text, offset))
 }
 
+/// The key path of the deepest key or value whose span contains `offset`.
+fn path_at(text: &str, offset: usize) -> Vec<Seg> {
+    use toml::de::{DeTable, DeValue};
+    fn table(t: &DeTable<'_>, offset: usize, path: &mut Vec<Seg>, best: &mut Vec<Seg>) {
+        for (key, value) in t.iter() {
+            path.push(Seg::Key(key.get_ref().to_string()));
+            if (key.span().contains(&offset) || value.span().contains(&offset)) && path.len() > best.len() {
+                *best = path.clone();
+            }
+            walk_value(value.get_ref(), offset, path, best);
+            path.pop();
+        }
+    }
+    fn walk_value(v: &DeValue<'_>, offset: usize, path: &mut Vec<Seg>, best: &mut Vec<Seg>) {
+        match v {
+            DeValue::Table(t) => table(t, offset, path, best),
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push(Seg::Index(i));
+                    if item.span().contains(&offset) && path.len() > best.len() {
+                        *best = path.clone();
+                    }
+                    walk_value(item.get_ref(), offset, path, best);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    let Ok(doc) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let mut best = Vec::new();
+    table(doc.get_ref(), offset, &mut Vec::new(), &mut best);
+    best
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()
         .iter()
@@ -519,8 +556,19 @@ fn line_of(text: &str, offset: usize) -> usize {
 fn serde_problem(text: &str, origin: &str, e: &dyn SerdeErr, base: &[Seg]) -> ConfigProblem {
     let message = e.message();
     let mut path = base.to_vec();
+    if path.is_empty() {
+        // A whole-file error with a span: name the key path at that place.
+        if let Some(span) = e.span() {
+            path = path_at(text, span.start);
+        }
+    }
     // "unknown field `x`": point at the key itself.
-    if let Some(field) = message
+    if path
+        .last()
+        .is_some_and(|s| matches!(s, Seg::Key(k) if message.contains(&format!("`{k}`"))))
+    {
+        // the path already ends at the key
+    } else if let Some(field) = message
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next())
     {
@@ -1378,6 +1426,10 @@ members = { alice = "100 CU" }
         let p = &e.problems[0];
         assert_eq!(p.line, Some(7), "{e}");
         assert!(p.message.contains("unknown field `cost_cieling`"), "{e}");
+        assert_eq!(p.key, "routes.posters.cost_cieling");
+        let e = parse(&GOOD.replace("subscribed = 2026-11-15", "subscribed = \"soon\"")).unwrap_err();
+        assert_eq!(e.problems[0].key, "budgets.teams.acme.subscribed", "{e}");
+        assert_eq!(e.problems[0].line, Some(14), "{e}");
     }
 
     #[test]
