@@ -222,12 +222,13 @@ pub async fn quote(config: &Path, job: JobCmd, json: bool) -> CliResult {
 pub async fn generate(config: &Path, job: JobCmd, json: bool) -> CliResult {
     let client = client(config, false).await?;
     let (mut req, opts) = request(&client, job)?;
+    // A spinner until the provider reports a fraction, then a bar (long video jobs report progress).
     let bar = if json {
         ProgressBar::hidden()
     } else {
-        let b = ProgressBar::new_spinner();
+        let b = ProgressBar::new(100);
         b.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         b.enable_steady_tick(Duration::from_millis(120));
@@ -235,13 +236,20 @@ pub async fn generate(config: &Path, job: JobCmd, json: bool) -> CliResult {
         b
     };
     let pb = bar.clone();
+    let with_bar = ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:30}] {percent:>3} % {msg}")
+        .map(|s| s.progress_chars("=> "))
+        .ok();
     req = req.progress(Arc::new(move |e: ProgressEvent| {
         let mut msg = format!("{:?}", e.stage).to_lowercase();
-        if let Some(f) = e.fraction {
-            msg.push_str(&format!(" {:.0} %", f * 100.0));
-        }
         if let Some(q) = e.queue_position {
             msg.push_str(&format!(" (queue position {q})"));
+        }
+        if let Some(status) = &e.provider_status {
+            msg.push_str(&format!(" [{status}]"));
+        }
+        if let (Some(f), Some(style)) = (e.fraction, &with_bar) {
+            pb.set_style(style.clone());
+            pb.set_position((f.clamp(0.0, 1.0) * 100.0) as u64);
         }
         pb.set_message(msg);
     }));

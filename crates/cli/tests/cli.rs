@@ -266,6 +266,11 @@ async fn generate_saves_outputs_and_reports_agree() {
             &["generate", "image", "c", "--member", "bob", "--out", "out"],
             &[("FAL_KEY", key)],
         );
+        let text = String::from_utf8_lossy(&a.stdout).into_owned();
+        assert!(
+            text.contains("saved out/") && text.contains("done on fal/fal-ai/flux/schnell"),
+            "{text}"
+        );
         (a.status.code(), b.status.code(), c.status.code(), stderr(&c))
     })
     .await
