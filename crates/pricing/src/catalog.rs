@@ -713,9 +713,7 @@ fn build_model(
             "quantity_rounding",
             "pixels_per_megapixel",
         ],
-        "per_second" | "per_1k_characters" => {
-            &["price", "variants", "default_quality", "quantity_rounding"]
-        }
+        "per_second" | "per_1k_characters" => &["price", "variants", "default_quality", "quantity_rounding"],
         "per_compute_second" => &["price", "variants", "default_quality", "estimated_seconds"],
         "per_token" => &[
             "default_quality",
