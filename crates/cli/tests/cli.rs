@@ -117,6 +117,20 @@ fn demo_runs_offline_and_the_books_agree() {
             && a[0]["moved_on"] == "insufficient_credits"
             && a[1]["target"] == "replicate/black-forest-labs/flux-dev"
     }));
+    // Caps held: no scope used more than its cap; alice is amber (≥ 80 %).
+    for u in v["budget"].as_array().unwrap() {
+        if let Some(cap) = u["cap"]["amount"].as_str() {
+            let used: f64 = u["used"]["amount"].as_str().unwrap().parse().unwrap();
+            assert!(used <= cap.parse::<f64>().unwrap(), "{u}");
+        }
+    }
+    let alice = v["budget"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["scope"]["member"][1] == "alice")
+        .unwrap();
+    assert_eq!(alice["status"], "amber", "{alice}");
     // Only the demo's temp dir was used.
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
