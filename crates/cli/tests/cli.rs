@@ -162,6 +162,20 @@ fn config_check_names_file_line_and_key() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["problems"][0]["line"], 10);
 
+    // Adapter keys are checked too (each adapter's own strict serde config), and unknown types.
+    let text = format!(
+        "{}\n[providers.rw]\ntype = \"runway\"\napi_key = {{ env = \"RW\" }}\nretries = 3\n",
+        config("http://127.0.0.1:9")
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = run(dir.path(), &["config", "check"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("genroute.toml:29: `providers.rw.retries`: unknown field `retries`"),
+        "{}",
+        stderr(&out)
+    );
+
     let out = run(dir.path(), &["-c", "missing.toml", "config", "check"], &[]);
     assert_eq!(out.status.code(), Some(3));
 }

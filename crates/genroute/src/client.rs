@@ -849,8 +849,26 @@ impl Drop for Watcher {
     }
 }
 
-/// Reads and validates a config file without building anything; unset environment variables are
+/// Reads and validates a config file, and builds each provider with the built-in registry (no network:
+/// this checks each adapter's own keys and the `type`); opens no ledger. Unset environment variables are
 /// warnings. What `genroute config check` runs.
 pub fn check_config(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
-    Config::load(path, EnvMode::Lenient)
+    check_config_with(path, &Registry::builtin())
+}
+
+/// [`check_config`] with another registry.
+pub fn check_config_with(path: impl AsRef<Path>, registry: &Registry) -> Result<Config, ConfigError> {
+    let config = Config::load(path, EnvMode::Lenient)?;
+    let mut problems = Vec::new();
+    for (id, spec) in &config.providers {
+        if let Err(message) = registry.build(id, &spec.kind, spec.settings.clone()) {
+            problems.push(config.provider_problem(id, &message));
+        }
+    }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        Err(ConfigError { problems })
+    }
 }

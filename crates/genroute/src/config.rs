@@ -275,6 +275,27 @@ impl Config {
         .unwrap_or_default()
     }
 
+    /// A problem in `[providers.<id>]` reported by its adapter (an unknown key names its line).
+    pub fn provider_problem(&self, id: &str, message: &str) -> ConfigProblem {
+        let mut path = vec![k("providers"), k(id)];
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            path.push(k(field));
+        }
+        let line = std::fs::read_to_string(&self.origin)
+            .ok()
+            .and_then(|text| locate(&text, &path))
+            .or(self.providers.get(id).and_then(|p| p.line));
+        ConfigProblem {
+            file: self.origin.clone(),
+            line,
+            key: path_string(&path),
+            message: message.to_owned(),
+        }
+    }
+
     /// Resolves a path from the file against its directory.
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
