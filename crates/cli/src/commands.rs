@@ -15,8 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::demo::scope_name;
 use crate::output::{bold, dim, green, num, red, table, usage_bar};
 use crate::{
-    CliResult, EXIT_BUDGET, EXIT_CONFIG, EXIT_FAILURE, EXIT_JOB_FAILED, EXIT_NO_CANDIDATE, Failure, JobCmd,
-    JobOpts, ReportArgs, ScopeArg, Source, TeamArg,
+    CliResult, EXIT_BUDGET, EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILURE, EXIT_JOB_FAILED, EXIT_NO_CANDIDATE,
+    Failure, JobCmd, JobOpts, ReportArgs, ScopeArg, Source, TeamArg,
 };
 
 fn usage(msg: impl Into<String>) -> Failure {
@@ -253,7 +253,18 @@ pub async fn generate(config: &Path, job: JobCmd, json: bool) -> CliResult {
         }
         pb.set_message(msg);
     }));
-    let result = client.generate(req).await;
+    // Ctrl-C drops the job: the adapter cancels it upstream; its budget hold frees itself by its TTL.
+    let result = tokio::select! {
+        r = client.generate(req) => r,
+        _ = tokio::signal::ctrl_c() => {
+            bar.finish_and_clear();
+            let _ = client.flush();
+            return Err(Failure::new(
+                EXIT_CANCELLED,
+                "cancelled: the provider job was cancelled upstream; its budget hold is freed within the hold TTL",
+            ));
+        }
+    };
     bar.finish_and_clear();
     client.flush()?;
     let outcome = result.map_err(|e| router_failure(&e))?;

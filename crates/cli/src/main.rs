@@ -22,6 +22,8 @@ pub const EXIT_BUDGET: u8 = 4;
 pub const EXIT_JOB_FAILED: u8 = 5;
 /// Exit code: no candidate can run the job.
 pub const EXIT_NO_CANDIDATE: u8 = 6;
+/// Exit code: interrupted (Ctrl-C), as shells report SIGINT.
+pub const EXIT_CANCELLED: u8 = 130;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,7 +32,7 @@ pub const EXIT_NO_CANDIDATE: u8 = 6;
     about = "Route generative-media jobs across providers with cost ceilings, CU budgets and cost telemetry.",
     after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 bad usage, 3 invalid configuration, \
                   4 budget refused the job, 5 the job failed on every candidate or hit its deadline, \
-                  6 no candidate can run the job (or unknown route)."
+                  6 no candidate can run the job (or unknown route), 130 interrupted."
 )]
 struct Cli {
     /// The configuration file.

@@ -323,3 +323,51 @@ async fn generate_saves_outputs_and_reports_agree() {
         "{v:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_the_job_upstream_and_exits_130() {
+    let fal = Emulator::start(Kind::Fal).await.unwrap();
+    fal.faults().push(genroute_emulators::Fault::stuck());
+    let (dir, _) = setup(&fal.base_url());
+    let key = fal.api_key();
+    let d = dir.path().to_path_buf();
+    let child = Command::new(BIN)
+        .current_dir(&d)
+        .args(["generate", "image", "a fox", "--out", "out"])
+        .env("FAL_KEY", key)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the job is submitted (and therefore the Ctrl-C handler installed).
+    for _ in 0..500 {
+        if fal.count(genroute_emulators::Endpoint::Status) >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = tokio::task::spawn_blocking(move || {
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0, Some(130), "{}", code.1);
+    assert!(code.1.contains("cancelled"), "{}", code.1);
+    for _ in 0..50 {
+        if !fal.cancels().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(fal.cancels().len(), 1, "the stuck job was cancelled upstream");
+}
