@@ -163,3 +163,70 @@ async fn every_attempt_has_its_row_in_the_ledger_and_the_cost_log() {
         .sum();
     assert_eq!(settled, outcome.total_spend_cu.amount());
 }
+
+/// The PostgreSQL ledger from `[ledger] url = { env = ... }`: two clients (two hosts) share one team and
+/// its member cap. Skipped with a notice when `GENROUTE_TEST_POSTGRES_URL` is unset (`scripts/test` sets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_ledger_from_the_config_file_is_shared() {
+    let Ok(url) = std::env::var("GENROUTE_TEST_POSTGRES_URL") else {
+        eprintln!("notice: GENROUTE_TEST_POSTGRES_URL unset; skipping the PostgreSQL facade test");
+        return;
+    };
+    let fal = Emulator::start(Kind::Fal).await.unwrap();
+    let rep = Emulator::start(Kind::Replicate).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A team of its own per run: the database outlives the test.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let team = format!("pg-e2e-{nanos}");
+    let text = config(&fal, &rep, "cost.jsonl")
+        .replace(
+            "[ledger]\npath = \"shared/ledger.db\"",
+            "[ledger]\nurl = { env = \"PG_URL\" }",
+        )
+        .replace("[budgets.teams.acme]", &format!("[budgets.teams.{team}]"));
+    let (fk, rk) = (fal.api_key(), rep.api_key());
+    let env = move |n: &str| match n {
+        "FAL_KEY" => Some(fk.clone()),
+        "REPLICATE_KEY" => Some(rk.clone()),
+        "PG_URL" => Some(url.clone()),
+        _ => None,
+    };
+    let cfg = Config::parse(&text, "pg.toml", dir.path(), EnvMode::Require, &env).unwrap();
+    assert!(matches!(cfg.ledger, genroute::LedgerSpec::Postgres { .. }));
+    let a = Client::builder()
+        .config(cfg.clone())
+        .telemetry(false)
+        .build()
+        .await
+        .unwrap();
+    let b = Client::builder()
+        .config(cfg)
+        .telemetry(false)
+        .build()
+        .await
+        .unwrap();
+    let team = TeamId::new(&team).unwrap();
+    let req = || {
+        let job = ImageJobSpec::new("a poster").size(1024, 1024).build().unwrap();
+        GenerateRequest::new(
+            job,
+            "posters",
+            Caller::team(team.clone()).member("alice".parse().unwrap()),
+        )
+    };
+    let mut ok = 0;
+    for i in 0..7 {
+        let c = if i % 2 == 0 { &a } else { &b };
+        match c.generate(req()).await {
+            Ok(_) => ok += 1,
+            Err(RouterError::BudgetExceeded { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok, 5, "20 CU / 3.9063 CU per poster, across both clients");
+    let report = b.report_from_ledger(&team).await.unwrap();
+    assert_eq!(report.attempts, 5);
+}
