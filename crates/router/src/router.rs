@@ -380,6 +380,9 @@ impl Router {
                         }
                     }
                 };
+                // Until this attempt settles or releases its hold, dropping the job (caller cancel, Ctrl-C)
+                // releases it rather than leaving budget held until the TTL.
+                let mut guard = HoldGuard::arm(&self.inner.ledger, &hold);
                 let mut ctx = CallContext::new(state.job_id.clone(), request_arc.caller.clone())
                     .for_attempt(state.attempt_no);
                 if let Some(d) = deadline {
@@ -419,6 +422,7 @@ impl Router {
                             });
                         let cu = prices.to_cu(&charge.amount).map_or(step.quote_cu, |m| m.amount());
                         self.settle(&hold, cu).await?;
+                        guard.disarm();
                         state.spend_cu += cu;
                         generation.charged = Some(charge.clone());
                         let verdict = match &self.inner.gate {
@@ -506,6 +510,8 @@ impl Router {
                             let id = error.provider_job_id().unwrap_or_default().to_owned();
                             retries += 1;
                             note_resume(&span, kind, latency, &error);
+                            // The hold carries over to the resumed attempt, which arms its own guard.
+                            guard.disarm();
                             resume = Some((id, hold));
                             continue;
                         }
@@ -513,15 +519,18 @@ impl Router {
                         let (charge, cu) = match error.billing() {
                             Billed::No => {
                                 self.release(&hold).await?;
+                                guard.disarm();
                                 (None, Decimal::ZERO)
                             }
                             _ if kind == ErrorKind::Cancelled => {
                                 self.release(&hold).await?;
+                                guard.disarm();
                                 (None, Decimal::ZERO)
                             }
                             Billed::Yes(m) => {
                                 let cu = prices.to_cu(m).map_or(step.quote_cu, |c| c.amount());
                                 self.settle(&hold, cu).await?;
+                                guard.disarm();
                                 (
                                     Some(Charge {
                                         amount: m.clone(),
@@ -532,6 +541,7 @@ impl Router {
                             }
                             Billed::Unknown => {
                                 self.settle(&hold, step.quote_cu).await?;
+                                guard.disarm();
                                 let c = Charge {
                                     amount: step.quote.cost.clone(),
                                     source: CostSource::ConservativeEstimate,
@@ -820,6 +830,41 @@ impl Router {
             moved_on: event.fallback_reason,
             error,
         });
+    }
+}
+
+/// Releases a hold if the job future is dropped between reserve and settle/release.
+struct HoldGuard {
+    ledger: Arc<dyn Ledger>,
+    hold: Option<genroute_ledger::HoldId>,
+}
+
+impl HoldGuard {
+    fn arm(ledger: &Arc<dyn Ledger>, hold: &Hold) -> Self {
+        Self {
+            ledger: Arc::clone(ledger),
+            hold: Some(hold.id.clone()),
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.hold = None;
+    }
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        let Some(id) = self.hold.take() else { return };
+        // The release runs on the runtime the router was driven by; without one (the runtime itself is
+        // shutting down) the hold's TTL frees it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let ledger = Arc::clone(&self.ledger);
+            runtime.spawn(async move {
+                if let Err(error) = ledger.release(&id).await {
+                    tracing::warn!(hold = %id, %error, "could not release the hold of a dropped job; its TTL will");
+                }
+            });
+        }
     }
 }
 

@@ -792,3 +792,36 @@ async fn cost_log_and_ledger_agree_after_failures_retries_and_gate_rejections() 
     );
     assert!(records.iter().any(|r| r.fallback_reason.is_some()));
 }
+
+#[tokio::test]
+async fn dropping_a_job_releases_its_hold() {
+    let a = sp("a", vec![Step::Hang]);
+    let fx = fixture(
+        route(vec![cand("a")], Policy::Priority),
+        std::slice::from_ref(&a),
+        1000,
+    )
+    .await;
+    let job = fx.router.generate(req());
+    // The caller gives up (a dropped future, as on Ctrl-C) while the provider call is in flight.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), job)
+            .await
+            .is_err()
+    );
+    assert_eq!(a.calls(), 1);
+    let mut held = Decimal::ONE;
+    for _ in 0..100 {
+        held = fx.ledger.usage(&Scope::Team(team())).await.unwrap().held.amount();
+        if held.is_zero() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        held,
+        Decimal::ZERO,
+        "the hold was released, not left until its TTL"
+    );
+    assert_eq!(used(&fx.ledger).await, Decimal::ZERO);
+}
