@@ -258,6 +258,7 @@ impl Transport {
                 backoff_factor: 2,
                 max_consecutive_unknown: MAX_CONSECUTIVE_UNKNOWN,
                 max_wait: Some(Duration::from_secs(20)),
+                queue_time_unbilled: false,
             },
             poll_only: true,
         }

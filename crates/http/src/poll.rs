@@ -98,6 +98,19 @@ pub struct PollConfig {
     /// Longest time to poll one job, on top of the call's deadline.
     #[serde(default, with = "humantime_serde")]
     pub max_wait: Option<Duration>,
+    /// Set by adapters, not configuration: the provider bills nothing for a job that never left its queue
+    /// and a cancel reliably stops it before it starts (fal, Replicate). A deadline that passes while the
+    /// job was only ever seen queued is then reported unbilled; otherwise billing is unknown.
+    #[serde(skip)]
+    pub queue_time_unbilled: bool,
+}
+
+impl PollConfig {
+    /// Declares the provider's queue time unbilled (see [`PollConfig::queue_time_unbilled`]).
+    pub fn queue_time_unbilled(mut self, unbilled: bool) -> Self {
+        self.queue_time_unbilled = unbilled;
+        self
+    }
 }
 
 impl Default for PollConfig {
@@ -108,6 +121,7 @@ impl Default for PollConfig {
             backoff_factor: 2,
             max_consecutive_unknown: 10,
             max_wait: Some(Duration::from_secs(30 * 60)),
+            queue_time_unbilled: false,
         }
     }
 }
@@ -121,8 +135,10 @@ impl Default for PollConfig {
 ///   `max_consecutive_unknown`; any known status resets the count. Re-reading a status is not a retry of
 ///   the create: nothing new is started or billed.
 /// - A non-temporary check error ends polling with that error.
-/// - Past the deadline (the context's, or `max_wait`): a `Timeout` error, billing unknown, carrying the
-///   provider job id so the caller can resume it. Dropping a [`CancelGuard`] then cancels upstream.
+/// - Past the deadline (the context's, or `max_wait`): a `Timeout` error carrying the provider job id so the
+///   caller can resume it; dropping a [`CancelGuard`] then cancels upstream. Billing is unknown, except for
+///   a job only ever seen queued on a provider whose queue time is unbilled
+///   ([`PollConfig::queue_time_unbilled`]): that job never started, so the timeout is reported unbilled.
 pub async fn poll_until_done<T, F, Fut>(
     ctx: &CallContext,
     config: &PollConfig,
@@ -139,7 +155,15 @@ where
         (a, b) => a.or(b),
     };
     let deadline = limit.map(|l| start + l);
-    let timeout = || {
+    // Whether the job may have started: any status other than `Queued` seen, or none seen yet.
+    let mut may_have_started = false;
+    let mut seen_any = false;
+    let timeout = |may_have_started: bool| {
+        let billed = if may_have_started || !config.queue_time_unbilled {
+            Billed::Unknown
+        } else {
+            Billed::No
+        };
         ProviderError::new(
             ErrorKind::Timeout,
             format!(
@@ -147,7 +171,7 @@ where
                 limit.unwrap_or_default()
             ),
         )
-        .billed(Billed::Unknown)
+        .billed(billed)
         .job_id(Some(provider_job_id.to_owned()))
     };
     let mut interval = config.initial_interval;
@@ -155,13 +179,19 @@ where
     let mut last_reported: Option<(JobStatus, String, Option<u32>, Option<u32>)> = None;
     loop {
         let result = match deadline {
-            Some(d) => tokio::time::timeout_at(d, check()).await.map_err(|_| timeout())?,
+            Some(d) => tokio::time::timeout_at(d, check())
+                .await
+                .map_err(|_| timeout(may_have_started || !seen_any))?,
             None => check().await,
         };
         let mut wait = interval;
         match result {
             Ok(update) if update.status.is_terminal() => return Ok(update),
             Ok(update) => {
+                seen_any = true;
+                if update.status != JobStatus::Queued {
+                    may_have_started = true;
+                }
                 if update.status == JobStatus::Unknown {
                     unknown_in_a_row += 1;
                 } else {
@@ -213,7 +243,7 @@ where
         {
             // No further check fits before the deadline: the job keeps its whole time upstream, then stops.
             tokio::time::sleep_until(d).await;
-            return Err(timeout());
+            return Err(timeout(may_have_started || !seen_any));
         }
         tokio::time::sleep(wait).await;
         interval = interval
@@ -286,6 +316,7 @@ mod tests {
             backoff_factor: 2,
             max_consecutive_unknown: 2,
             max_wait: None,
+            queue_time_unbilled: false,
         }
     }
 
@@ -414,6 +445,40 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(2));
         // 0, .1, .3, .7, 1.1, 1.5, 1.9 → 7 checks
         assert_eq!(calls.load(Ordering::SeqCst), 7);
+
+        // Queued only, on a provider that bills queue time or cannot cancel reliably: still unknown.
+        let err = poll_until_done(&ctx(), &c, "queued", || async {
+            Ok(StatusUpdate::new(JobStatus::Queued, "pending", ()))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.billing(), &Billed::Unknown);
+        // A job only ever seen queued where queue time is unbilled never started: its timeout is not billed.
+        let c = c.queue_time_unbilled(true);
+        let err = poll_until_done(&ctx(), &c, "queued", || async {
+            Ok(StatusUpdate::new(JobStatus::Queued, "PENDING", ()))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        assert_eq!(err.billing(), &Billed::No);
+        assert_eq!(err.provider_job_id(), Some("queued"));
+        // Seen running once, even if queued again after: billing unknown.
+        let seen = AtomicU32::new(0);
+        let err = poll_until_done(&ctx(), &c, "flip", || {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let status = if n == 1 {
+                    JobStatus::Running
+                } else {
+                    JobStatus::Queued
+                };
+                Ok(StatusUpdate::new(status, "x", ()))
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.billing(), &Billed::Unknown);
 
         // A check that hangs is cut at the deadline too.
         let err = poll_until_done(&ctx(), &c, "hang", || async {

@@ -202,7 +202,8 @@ impl FalProvider {
             id: ProviderId::new("fal")?,
             models: models::all()?,
             http: HttpClient::new(&config.http, base, auth)?,
-            poll: config.poll,
+            // fal: queue wait and cold starts are not billed, and a queued request is cancellable.
+            poll: config.poll.queue_time_unbilled(true),
             request_start_timeout: config.request_start_timeout,
             in_flight: Arc::new(Mutex::new(HashMap::new())),
         })

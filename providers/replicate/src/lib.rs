@@ -217,7 +217,8 @@ impl ReplicateProvider {
             id: ProviderId::new("replicate")?,
             models: models::all()?,
             http: HttpClient::new(&config.http, base, auth)?,
-            poll: config.poll,
+            // Replicate: a prediction cancelled before it starts ends `aborted`, which is not billed.
+            poll: config.poll.queue_time_unbilled(true),
             prefer_wait_seconds: config.prefer_wait_seconds,
             send_cancel_after: config.send_cancel_after,
         })

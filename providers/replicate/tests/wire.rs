@@ -22,6 +22,7 @@ fn fast_poll() -> PollConfig {
         backoff_factor: 2,
         max_consecutive_unknown: 3,
         max_wait: Some(Duration::from_secs(10)),
+        queue_time_unbilled: false,
     }
 }
 

@@ -47,6 +47,7 @@ pub fn default_poll() -> PollConfig {
         backoff_factor: 2,
         max_consecutive_unknown: 10,
         max_wait: Some(Duration::from_secs(30 * 60)),
+        queue_time_unbilled: false,
     }
 }
 
