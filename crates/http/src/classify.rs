@@ -248,3 +248,58 @@ mod tests {
         assert_eq!(e.provider_request_id(), None);
     }
 }
+
+/// Reads a FastAPI validation list (`{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`, as fal,
+/// ElevenLabs and BFL answer 422s) into the first item's `type` (a provider code) and one readable line,
+/// `loc.path: msg; ...`.
+pub fn validation_detail(items: &[serde_json::Value]) -> (Option<String>, String) {
+    use serde_json::Value;
+    let first_type = items
+        .iter()
+        .find_map(|i| i.get("type").and_then(Value::as_str))
+        .map(str::to_owned);
+    let parts: Vec<String> = items
+        .iter()
+        .map(|i| {
+            let loc = i
+                .get("loc")
+                .and_then(Value::as_array)
+                .map(|l| {
+                    l.iter()
+                        .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
+                        .collect::<Vec<_>>()
+                        .join(".")
+                })
+                .unwrap_or_default();
+            let msg = i.get("msg").and_then(Value::as_str).unwrap_or("invalid");
+            if loc.is_empty() {
+                msg.to_owned()
+            } else {
+                format!("{loc}: {msg}")
+            }
+        })
+        .collect();
+    (first_type, parts.join("; "))
+}
+
+#[cfg(test)]
+mod validation_tests {
+    use super::validation_detail;
+    use serde_json::json;
+
+    #[test]
+    fn fastapi_lists_become_a_code_and_one_line() {
+        let items = json!([
+            {"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"},
+            {"loc": ["body", "num_images", 0], "msg": "too big", "type": "value_error.number"},
+            {"msg": "bad"}
+        ]);
+        let (code, text) = validation_detail(items.as_array().unwrap());
+        assert_eq!(code.as_deref(), Some("value_error.missing"));
+        assert_eq!(
+            text,
+            "body.prompt: field required; body.num_images.0: too big; bad"
+        );
+        assert_eq!(validation_detail(&[]), (None, String::new()));
+    }
+}

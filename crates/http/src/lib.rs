@@ -11,7 +11,7 @@ pub mod webhook;
 
 pub use auth::{Auth, strip_sensitive};
 pub use body::{BodyError, DEFAULT_MAX_BODY_BYTES, read_limited};
-pub use classify::{Classification, classify, classify_status, header_str};
+pub use classify::{Classification, classify, classify_status, header_str, validation_detail};
 pub use client::{BaseUrl, HttpClient, HttpConfig, RawResponse, snippet, transport_error};
 pub use error::HttpError;
 pub use poll::{CancelGuard, JobStatus, PollConfig, StatusUpdate, poll_until_done};

@@ -28,32 +28,8 @@ fn read_detail(body: &[u8]) -> (Option<String>, String) {
             (code, message)
         }
         Some(Value::Array(items)) => {
-            let code = items
-                .iter()
-                .find_map(|i| i.get("type").and_then(Value::as_str))
-                .map(str::to_owned);
-            let parts: Vec<String> = items
-                .iter()
-                .map(|i| {
-                    let loc = i
-                        .get("loc")
-                        .and_then(Value::as_array)
-                        .map(|l| {
-                            l.iter()
-                                .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
-                                .collect::<Vec<_>>()
-                                .join(".")
-                        })
-                        .unwrap_or_default();
-                    let msg = i.get("msg").and_then(Value::as_str).unwrap_or("invalid");
-                    if loc.is_empty() {
-                        msg.to_owned()
-                    } else {
-                        format!("{loc}: {msg}")
-                    }
-                })
-                .collect();
-            (code, parts.join("; "))
+            let (code, text) = genroute_http::validation_detail(&items);
+            (code, text)
         }
         Some(Value::String(s)) => (None, s),
         Some(other) => (None, other.to_string()),

@@ -71,32 +71,8 @@ pub fn parse_error(phase: Phase, status: StatusCode, headers: &HeaderMap, body: 
     let (detail, first_type) = match parsed.as_ref().and_then(|b| b.detail.as_ref()) {
         Some(Value::String(s)) => (s.clone(), None),
         Some(Value::Array(items)) => {
-            let first_type = items
-                .iter()
-                .find_map(|i| i.get("type").and_then(Value::as_str))
-                .map(str::to_owned);
-            let text: Vec<String> = items
-                .iter()
-                .map(|i| {
-                    let loc = i
-                        .get("loc")
-                        .and_then(Value::as_array)
-                        .map(|l| {
-                            l.iter()
-                                .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
-                                .collect::<Vec<_>>()
-                                .join(".")
-                        })
-                        .unwrap_or_default();
-                    let msg = i.get("msg").and_then(Value::as_str).unwrap_or("invalid");
-                    if loc.is_empty() {
-                        msg.to_owned()
-                    } else {
-                        format!("{loc}: {msg}")
-                    }
-                })
-                .collect();
-            (text.join("; "), first_type)
+            let (first_type, text) = genroute_http::validation_detail(items);
+            (text, first_type)
         }
         Some(other) => (other.to_string(), None),
         None => (snippet(body, 300), None),
