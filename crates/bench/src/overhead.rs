@@ -279,13 +279,21 @@ pub fn run(args: &Args) -> Res<()> {
             caller,
             env,
         };
-        let mut samples: Vec<Samples> = vec![Samples::default(); Mode::ALL.len()];
+        let active: Vec<Mode> = match args.get("modes") {
+            None => Mode::ALL.to_vec(),
+            Some(list) => Mode::ALL
+                .iter()
+                .copied()
+                .filter(|m| list.split(',').any(|k| k == m.key()))
+                .collect(),
+        };
+        let mut samples: Vec<Samples> = vec![Samples::default(); active.len()];
         let mut fail_calls = 0u64;
         let mut ok_calls_in_failover = 0u64;
         for round in 0..=rounds {
-            for k in 0..Mode::ALL.len() {
-                let idx = (k + round) % Mode::ALL.len();
-                let mode = Mode::ALL[idx];
+            for k in 0..active.len() {
+                let idx = (k + round) % active.len();
+                let mode = active[idx];
                 let before = (mode == Mode::Failover).then_some(ctx.env.counts(&ctx.http).await?);
                 let mut s = Samples::default();
                 batch(&ctx, mode, iters, &mut s).await?;
@@ -316,9 +324,12 @@ pub fn run(args: &Args) -> Res<()> {
         let default_fail_calls = after["openai_fail_create"].as_u64().unwrap_or(0)
             - before["openai_fail_create"].as_u64().unwrap_or(0);
 
-        let fo_jobs = samples[7].calls;
+        let fo_jobs = active
+            .iter()
+            .position(|m| *m == Mode::Failover)
+            .map_or(0, |i| samples[i].calls);
         let mut rows = Vec::new();
-        for (mode, s) in Mode::ALL.iter().zip(&samples) {
+        for (mode, s) in active.iter().zip(&samples) {
             let mut row = s.row(mode.name());
             row["key"] = json!(mode.key());
             rows.push(row);

@@ -58,15 +58,20 @@ async fn one(via: &Via, job: &Job, caller: &genroute_core::Caller, i: usize) -> 
     Ok(())
 }
 
+/// Open file descriptors of this process (sockets, in practice: one per HTTP/1.1 connection).
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}
+
 /// Runs the in-flight polling measurement and writes `poll-<via>.json`.
 pub fn run(args: &Args) -> Res<()> {
     let env = Env::load(args.need("env")?)?;
     let out = PathBuf::from(args.need("out")?);
     let jobs: usize = args.num("jobs", 10_000)?;
-    let rate: u64 = args.num("rate", 2_500)?;
+    let rate: u64 = args.num("rate", 1_000)?;
     let via_name = args.get("via").unwrap_or("router").to_owned();
-    let initial_ms: u64 = args.num("poll-initial-ms", 1_000)?;
-    let max_ms: u64 = args.num("poll-max-ms", 2_000)?;
+    let initial_ms: u64 = args.num("poll-initial-ms", 2_000)?;
+    let max_ms: u64 = args.num("poll-max-ms", 4_000)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -98,6 +103,25 @@ pub fn run(args: &Args) -> Res<()> {
         let job: Job = VideoJobSpec::new("a drone shot over a fjord at dawn", Decimal::from(5))
             .build()?
             .into();
+        // Size of the state machine each job keeps while it waits (the adapter's future is boxed by
+        // async-trait; its own inner boxes are separate allocations, so this is a lower bound).
+        let future_bytes = {
+            let req = ProviderRequest {
+                model: ModelId::new(MODEL)?,
+                job: job.clone(),
+            };
+            let ctx = CallContext::new(JobId::new("size")?, caller.clone());
+            match &via {
+                Via::Router(r) => {
+                    let f = r.generate(GenerateRequest::new(job.clone(), "vid", caller.clone()));
+                    std::mem::size_of_val(&f)
+                }
+                Via::Adapter(p) => {
+                    let f = p.generate(&req, &ctx);
+                    std::mem::size_of_val(&*f)
+                }
+            }
+        };
         // Warm-up: a few jobs end to end (connection pool, lazy statics, allocator arenas).
         let mut warm = Vec::new();
         for i in 0..8 {
@@ -120,7 +144,10 @@ pub fn run(args: &Args) -> Res<()> {
         let peak = Arc::new(AtomicU64::new(rss0));
         let in_flight_at_peak = Arc::new(AtomicUsize::new(0));
         let max_in_flight = Arc::new(AtomicUsize::new(0));
+        let fds0 = open_fds();
+        let max_fds = Arc::new(AtomicUsize::new(fds0));
         let sampler = {
+            let max_fds = max_fds.clone();
             let (in_flight, done, peak, at_peak, max_if) = (
                 in_flight.clone(),
                 done.clone(),
@@ -130,8 +157,13 @@ pub fn run(args: &Args) -> Res<()> {
             );
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(25));
+                let mut k = 0u64;
                 while done.load(Ordering::Relaxed) < jobs {
                     tick.tick().await;
+                    k += 1;
+                    if k % 8 == 0 {
+                        max_fds.fetch_max(open_fds(), Ordering::Relaxed);
+                    }
                     let rss = rss_bytes();
                     let n = in_flight.load(Ordering::Relaxed);
                     max_if.fetch_max(n, Ordering::Relaxed);
@@ -142,7 +174,9 @@ pub fn run(args: &Args) -> Res<()> {
                 }
             })
         };
-        let mut handles = Vec::with_capacity(jobs);
+        // Join handles are dropped at once: a finished task's allocation (sized like its future) lives as long
+        // as its handle, and holding 10,000 of them would count finished jobs as in-flight memory.
+        let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(jobs)));
         let per_tick = (rate / 100).max(1) as usize;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         let mut started = 0usize;
@@ -151,25 +185,29 @@ pub fn run(args: &Args) -> Res<()> {
             for _ in 0..per_tick.min(jobs - started) {
                 let (via, job, caller) = (via.clone(), job.clone(), caller.clone());
                 let (in_flight, done, failed) = (in_flight.clone(), done.clone(), failed.clone());
+                let latencies = latencies.clone();
                 let i = started;
                 in_flight.fetch_add(1, Ordering::Relaxed);
-                handles.push(tokio::spawn(async move {
+                drop(tokio::spawn(async move {
                     let s = Instant::now();
                     let r = one(&via, &job, &caller, i).await;
-                    in_flight.fetch_sub(1, Ordering::Relaxed);
-                    done.fetch_add(1, Ordering::Relaxed);
+                    let elapsed = s.elapsed();
+                    if let Ok(mut l) = latencies.lock() {
+                        l.push(elapsed);
+                    }
                     if r.is_err() {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
-                    s.elapsed()
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                    done.fetch_add(1, Ordering::Relaxed);
                 }));
                 started += 1;
             }
         }
-        let mut latencies = Vec::with_capacity(jobs);
-        for h in handles {
-            latencies.push(h.await?);
+        while done.load(Ordering::Relaxed) < jobs {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let latencies: Vec<Duration> = latencies.lock().map(|l| l.clone()).unwrap_or_default();
         let wall = t0.elapsed();
         let cpu = process_cpu_ns() - cpu0;
         sampler.await?;
@@ -192,7 +230,10 @@ pub fn run(args: &Args) -> Res<()> {
             "rss_before_mib": rss0 as f64 / 1048576.0,
             "rss_peak_mib": peak as f64 / 1048576.0,
             "rss_after_mib": rss_after as f64 / 1048576.0,
-            "bytes_per_in_flight_job": (peak.saturating_sub(rss0)) as f64 / at_peak as f64,
+            "bytes_per_in_flight_job": (peak.saturating_sub(rss0)) as f64
+                / max_in_flight.load(Ordering::Relaxed).max(1) as f64,
+            "top_level_future_bytes": future_bytes,
+            "max_open_connections": max_fds.load(Ordering::Relaxed).saturating_sub(fds0),
             "upstream_requests": requests,
             "creates": d("fal_create"),
             "status_polls": d("fal_status"),

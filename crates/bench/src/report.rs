@@ -260,23 +260,26 @@ pub fn run(args: &Args) -> Res<()> {
         writeln!(s, "\n### {} in-flight fal video jobs, via the {via}\n", p["jobs"])?;
         writeln!(
             s,
-            "| in flight at RSS peak | RSS before → peak → after | memory / in-flight job | client CPU / job | client CPU / upstream request | upstream requests (creates / polls / results) | job p50 / p99 | failed |"
+            "| max in flight (at RSS peak) | RSS before → peak → after | (peak − before) ÷ max in flight | job's top-level future | client CPU / job | client CPU / upstream request | upstream requests (creates / polls / results) | max open connections | job p50 / p99 | failed |"
         )?;
-        writeln!(s, "|---|---|---|---|---|---|---|---|")?;
+        writeln!(s, "|---|---|---|---|---|---|---|---|---|---|")?;
         writeln!(
             s,
-            "| {} | {:.1} → {:.1} → {:.1} MiB | {} | {} | {} | {} ({} / {} / {}) | {:.1} s / {:.1} s | {} |",
+            "| {} ({}) | {:.1} → {:.1} → {:.1} MiB | {} | {} B | {} | {} | {} ({} / {} / {}) | {} | {:.1} s / {:.1} s | {} |",
+            p["max_in_flight"],
             p["in_flight_at_peak"],
             p["rss_before_mib"].as_f64().unwrap_or(0.0),
             p["rss_peak_mib"].as_f64().unwrap_or(0.0),
             p["rss_after_mib"].as_f64().unwrap_or(0.0),
             per_job.map_or("n/a".into(), |b| format!("{:.1} KiB", b / 1024.0)),
+            p["top_level_future_bytes"],
             fmt_us(p["cpu_us_per_job"].as_f64()),
             fmt_us(p["cpu_us_per_request"].as_f64()),
             p["upstream_requests"],
             p["creates"],
             p["status_polls"],
             p["results"],
+            p["max_open_connections"],
             p["job_p50_ms"].as_f64().unwrap_or(0.0) / 1e3,
             p["job_p99_ms"].as_f64().unwrap_or(0.0) / 1e3,
             p["failed"],
