@@ -161,7 +161,7 @@ pub fn run(args: &Args) -> Res<()> {
                 while done.load(Ordering::Relaxed) < jobs {
                     tick.tick().await;
                     k += 1;
-                    if k % 8 == 0 {
+                    if k.is_multiple_of(8) {
                         max_fds.fetch_max(open_fds(), Ordering::Relaxed);
                     }
                     let rss = rss_bytes();
