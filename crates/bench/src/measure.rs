@@ -117,3 +117,48 @@ impl Args {
         self.get(key).ok_or_else(|| format!("--{key} is required").into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        assert_eq!(quantile_us(&v, 0.5), 50.0);
+        assert_eq!(quantile_us(&v, 0.99), 99.0);
+        assert_eq!(quantile_us(&v, 1.0), 100.0);
+        assert!(quantile_us(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn options_parse_and_default() {
+        let a = Args(vec![
+            "--iters".into(),
+            "7".into(),
+            "--env".into(),
+            "e.json".into(),
+        ]);
+        assert_eq!(a.num("iters", 1u64).unwrap(), 7);
+        assert_eq!(a.num("rounds", 3usize).unwrap(), 3);
+        assert_eq!(a.need("env").unwrap(), "e.json");
+        assert!(a.need("out").is_err());
+        assert!(
+            Args(vec!["--iters".into(), "x".into()])
+                .num("iters", 1u64)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn process_cpu_time_advances_with_work() {
+        let t0 = process_cpu_ns();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_ns() > t0);
+        assert!(rss_bytes() > 0);
+    }
+}
