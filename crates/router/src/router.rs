@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use genroute_core::{
     Billed, CallContext, Charge, CostSource, ErrorKind, IdempotencyKey, JobId, ModelRef, Money, Provider,
-    ProviderError, ProviderId, ProviderRequest,
+    ProviderError, ProviderId, ProviderRequest, Quote, QuoteSource,
 };
 use genroute_ledger::{EntryMeta, Hold, Ledger, LedgerError, ReserveRequest};
 use genroute_pricing::PriceBook;
@@ -218,10 +218,21 @@ impl Router {
             .clone()
     }
 
-    /// Quotes every candidate of a route and plans the job, without spending anything (the dry run).
+    /// Quotes every candidate of a route and plans the job, without spending anything (the dry run). Each
+    /// kept and dropped candidate's quote carries its line-by-line explanation.
     pub fn plan(
         &self,
         request: &GenerateRequest,
+    ) -> Result<(String, Arc<RouteConfig>, crate::plan::Plan), RouterError> {
+        self.plan_with(request, true)
+    }
+
+    /// Plans for a run: the same decisions as [`Router::plan`], priced with the catalog's fast path (no
+    /// explanation lines are formatted on the hot path; the amounts are identical).
+    fn plan_with(
+        &self,
+        request: &GenerateRequest,
+        explain: bool,
     ) -> Result<(String, Arc<RouteConfig>, crate::plan::Plan), RouterError> {
         let routes = read(&self.inner.routes);
         let (route_name, route) = routes.resolve(&request.route, &request.metadata)?;
@@ -241,11 +252,11 @@ impl Router {
                         Err(e) => Err(DropReason::Unsupported {
                             detail: e.to_string(),
                         }),
-                        Ok(()) => prices
-                            .quote(&target, &request.job)
-                            .map_err(|e| DropReason::NotPriced {
+                        Ok(()) => quote(&prices, &target, &request.job, explain).map_err(|e| {
+                            DropReason::NotPriced {
                                 detail: e.to_string(),
-                            }),
+                            }
+                        }),
                     },
                 },
             };
@@ -313,7 +324,7 @@ impl Router {
     ) -> Result<Outcome, RouterError> {
         let started = Instant::now();
         let deadline = request.limits.deadline.map(|d| started + d);
-        let (route_name, route, plan) = self.plan(&request)?;
+        let (route_name, route, plan) = self.plan_with(&request, false)?;
         state.route_name = route_name;
         if plan.steps.is_empty() {
             return Err(RouterError::NoCandidate {
@@ -866,6 +877,28 @@ impl Drop for HoldGuard {
             });
         }
     }
+}
+
+/// Prices a candidate: explained for the dry run, the catalog's fast path (same amounts, no lines) for a run.
+fn quote(
+    prices: &PriceBook,
+    target: &ModelRef,
+    job: &genroute_core::Job,
+    explain: bool,
+) -> Result<Quote, genroute_pricing::PricingError> {
+    if explain {
+        return prices.quote(target, job);
+    }
+    let q = prices.quote_amount(target, job)?;
+    Ok(Quote {
+        target: target.clone(),
+        cost: q.cost,
+        cost_cu: q.cost_cu,
+        lines: Vec::new(),
+        high_cost: q.high_cost,
+        source: QuoteSource::PriceTable,
+        price_verified: None,
+    })
 }
 
 enum Decision {

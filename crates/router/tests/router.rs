@@ -825,3 +825,34 @@ async fn dropping_a_job_releases_its_hold() {
     );
     assert_eq!(used(&fx.ledger).await, Decimal::ZERO);
 }
+
+#[tokio::test]
+async fn dry_run_quotes_explain_themselves_and_match_what_a_run_reserves() {
+    let (a, c) = (sp("a", vec![Step::Succeed]), sp("c", vec![Step::Succeed]));
+    let fx = fixture(
+        route(vec![cand("a"), cand("c")], Policy::Priority),
+        &[a.clone(), c],
+        1000,
+    )
+    .await;
+    let (_, _, plan) = fx.router.plan(&req()).unwrap();
+    assert_eq!(plan.steps.len(), 2);
+    for step in &plan.steps {
+        assert!(
+            !step.quote.lines.is_empty(),
+            "the dry run explains {}",
+            step.target
+        );
+    }
+    assert_eq!(a.calls(), 0, "a dry run calls nothing");
+    assert_eq!(
+        fx.ledger.usage(&Scope::Team(team())).await.unwrap().held.amount(),
+        Decimal::ZERO
+    );
+    let out = fx.router.generate(req()).await.unwrap();
+    assert_eq!(
+        out.attempts[0].quoted_cu.amount(),
+        plan.steps[0].quote_cu,
+        "run and dry run price alike"
+    );
+}
