@@ -258,10 +258,13 @@ pub async fn generate(config: &Path, job: JobCmd, json: bool) -> CliResult {
         r = client.generate(req) => r,
         _ = tokio::signal::ctrl_c() => {
             bar.finish_and_clear();
+            // The job's future is gone: wait (bounded) for the upstream cancel and the hold release it
+            // started, so exiting does not kill them mid-flight.
+            wait_for_cleanups(std::time::Duration::from_secs(5)).await;
             let _ = client.flush();
             return Err(Failure::new(
                 EXIT_CANCELLED,
-                "cancelled: the provider job was cancelled upstream; its budget hold is freed within the hold TTL",
+                "cancelled: the provider job was cancelled upstream and its budget hold released",
             ));
         }
     };
@@ -609,5 +612,16 @@ pub fn config_check(config: &Path, json: bool) -> CliResult {
             }
             Err(Failure::new(EXIT_CONFIG, e.to_string()))
         }
+    }
+}
+
+/// Waits until the cleanup work dropped jobs started (upstream cancels, hold releases) has finished, or
+/// `limit` has passed.
+pub(crate) async fn wait_for_cleanups(limit: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    // Let the dropped futures' guards spawn their work before counting.
+    tokio::task::yield_now().await;
+    while genroute::core::cleanup::pending() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

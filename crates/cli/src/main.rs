@@ -340,6 +340,9 @@ async fn main() -> ExitCode {
             ConfigCmd::Check => commands::config_check(&cli.config, json),
         },
     };
+    // Jobs dropped on the way (a deadline, an interrupted wait) may have started an upstream cancel or a
+    // budget release: let them finish before the runtime goes.
+    commands::wait_for_cleanups(std::time::Duration::from_secs(5)).await;
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(f) => {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod capabilities;
+pub mod cleanup;
 pub mod context;
 pub mod error;
 pub mod generation;

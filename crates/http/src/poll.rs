@@ -293,7 +293,12 @@ impl Drop for CancelGuard {
         if let Some(cancel) = self.cancel.take()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
-            handle.spawn(cancel);
+            // Counted until it finishes, so a program exiting right after can wait for the cancel to go out.
+            let token = genroute_core::cleanup::begin();
+            handle.spawn(async move {
+                let _token = token;
+                cancel.await;
+            });
         }
     }
 }

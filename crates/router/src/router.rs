@@ -870,7 +870,9 @@ impl Drop for HoldGuard {
         // shutting down) the hold's TTL frees it.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let ledger = Arc::clone(&self.ledger);
+            let token = genroute_core::cleanup::begin();
             runtime.spawn(async move {
+                let _token = token;
                 if let Err(error) = ledger.release(&id).await {
                     tracing::warn!(hold = %id, %error, "could not release the hold of a dropped job; its TTL will");
                 }
