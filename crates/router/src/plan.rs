@@ -116,7 +116,68 @@ pub struct Plan {
     pub dropped: Vec<(ModelRef, DropReason)>,
 }
 
-/// Builds the plan for one job. `ceiling_cu` is the stricter of the route's and the job's ceilings.
+/// The primary's tier and CU quote: the first candidate (in configured order) that can do the job at all,
+/// whatever its breaker says. It anchors the escalation guard, so an outage of the primary cannot make a
+/// pricier fallback the reference.
+pub fn primary_of(a: &Assessment) -> Option<(Tier, Decimal)> {
+    let q = a.quote.as_ref().ok()?;
+    Some((a.tier, q.cost_cu.as_ref()?.amount()))
+}
+
+/// Decides one candidate: a step to try, or the reason it is dropped. `primary` is the route's primary as
+/// known so far ([`primary_of`] of the first capable candidate).
+pub fn admit(
+    route: &RouteConfig,
+    a: Assessment,
+    primary: Option<(Tier, Decimal)>,
+    ceiling_cu: Option<Decimal>,
+) -> Result<Step, (ModelRef, DropReason)> {
+    let quote = match a.quote {
+        Ok(q) => q,
+        Err(reason) => return Err((a.target, reason)),
+    };
+    let Some(quote_cu) = quote.cost_cu.as_ref().map(genroute_core::Money::amount) else {
+        let reason = DropReason::NotPriced {
+            detail: "no conversion to CU".into(),
+        };
+        return Err((a.target, reason));
+    };
+    if let Some(ceiling_cu) = ceiling_cu
+        && quote_cu > ceiling_cu
+    {
+        return Err((a.target, DropReason::OverCeiling { quote_cu, ceiling_cu }));
+    }
+    if !route.allow_escalation
+        && let Some((primary_tier, primary_cu)) = primary
+    {
+        if a.tier > primary_tier {
+            return Err((
+                a.target,
+                DropReason::HigherTier {
+                    tier: a.tier,
+                    primary: primary_tier,
+                },
+            ));
+        }
+        let limit_cu = primary_cu * route.max_escalation;
+        if quote_cu > limit_cu {
+            return Err((a.target, DropReason::Escalation { quote_cu, limit_cu }));
+        }
+    }
+    if !a.available {
+        return Err((a.target, DropReason::BreakerOpen));
+    }
+    Ok(Step {
+        target: a.target,
+        tier: a.tier,
+        quote,
+        quote_cu,
+    })
+}
+
+/// Builds the whole plan for one job up front (every policy but a run of `priority`, which the router plans
+/// lazily with [`primary_of`] and [`admit`] so a long route costs nothing until it fails over).
+/// `ceiling_cu` is the stricter of the route's and the job's ceilings.
 pub fn plan(
     route: &RouteConfig,
     assessments: Vec<Assessment>,
@@ -125,71 +186,14 @@ pub fn plan(
     jitter: &Jitter,
 ) -> Plan {
     let mut out = Plan::default();
-    // The primary is the first configured candidate that can do the job at all (breaker state aside): the
-    // tier and price the route intends. An outage of the primary must not make a pricier fallback "primary".
-    let primary = assessments.iter().find_map(|a| {
-        let q = a.quote.as_ref().ok()?;
-        Some((a.tier, q.cost_cu.as_ref()?.amount()))
-    });
+    let primary = assessments.iter().find_map(primary_of);
     let mut kept: Vec<(usize, Step, u32)> = Vec::new();
     for (index, a) in assessments.into_iter().enumerate() {
-        let quote = match a.quote {
-            Ok(q) => q,
-            Err(reason) => {
-                out.dropped.push((a.target, reason));
-                continue;
-            }
-        };
-        let Some(quote_cu) = quote.cost_cu.as_ref().map(genroute_core::Money::amount) else {
-            out.dropped.push((
-                a.target,
-                DropReason::NotPriced {
-                    detail: "no conversion to CU".into(),
-                },
-            ));
-            continue;
-        };
-        if let Some(ceiling_cu) = ceiling_cu
-            && quote_cu > ceiling_cu
-        {
-            out.dropped
-                .push((a.target, DropReason::OverCeiling { quote_cu, ceiling_cu }));
-            continue;
+        let weight = a.weight;
+        match admit(route, a, primary, ceiling_cu) {
+            Ok(step) => kept.push((index, step, weight)),
+            Err(dropped) => out.dropped.push(dropped),
         }
-        if !route.allow_escalation
-            && let Some((primary_tier, primary_cu)) = primary
-        {
-            if a.tier > primary_tier {
-                out.dropped.push((
-                    a.target,
-                    DropReason::HigherTier {
-                        tier: a.tier,
-                        primary: primary_tier,
-                    },
-                ));
-                continue;
-            }
-            let limit_cu = primary_cu * route.max_escalation;
-            if quote_cu > limit_cu {
-                out.dropped
-                    .push((a.target, DropReason::Escalation { quote_cu, limit_cu }));
-                continue;
-            }
-        }
-        if !a.available {
-            out.dropped.push((a.target, DropReason::BreakerOpen));
-            continue;
-        }
-        kept.push((
-            index,
-            Step {
-                target: a.target,
-                tier: a.tier,
-                quote,
-                quote_cu,
-            },
-            a.weight,
-        ));
     }
     order(route.policy, &mut kept, latency, jitter);
     out.steps = kept.into_iter().map(|(_, s, _)| s).collect();

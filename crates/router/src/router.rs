@@ -19,10 +19,10 @@ use tower::{Service, ServiceExt};
 use crate::breaker::{BreakerConfig, CircuitBreaker};
 use crate::error::RouterError;
 use crate::gate::{GateVerdict, QualityGate};
-use crate::plan::{Assessment, DropReason, Step, plan};
+use crate::plan::{Assessment, DropReason, Step, admit, plan, primary_of};
 use crate::request::{AttemptRecord, GenerateRequest, Outcome};
 use crate::retry::{Jitter, RetryBudget, RetryBudgetConfig};
-use crate::route::{LatencyTracker, OnContentRejection, RouteConfig, RouteTable};
+use crate::route::{CandidateConfig, LatencyTracker, OnContentRejection, Policy, RouteConfig, RouteTable};
 use crate::service::{AttemptRequest, BoxFuture, DeploymentService, deployment_service};
 
 /// Router-wide settings.
@@ -238,44 +238,12 @@ impl Router {
         let (route_name, route) = routes.resolve(&request.route, &request.metadata)?;
         let prices = read(&self.inner.prices);
         let providers = read(&self.inner.providers);
-        let mut assessments = Vec::with_capacity(route.candidates.len());
-        for c in &route.candidates {
-            let target = c.target();
-            // Capabilities are checked in place (no copy of the job per candidate).
-            let quote = match providers.get(&c.provider) {
-                None => Err(DropReason::UnknownProvider),
-                Some(p) => match p.model(&c.model) {
-                    None => Err(DropReason::Unsupported {
-                        detail: format!("{} does not offer this model", c.provider),
-                    }),
-                    Some(info) => match info.capabilities.check(&request.job) {
-                        Err(e) => Err(DropReason::Unsupported {
-                            detail: e.to_string(),
-                        }),
-                        Ok(()) => quote(&prices, &target, &request.job, explain).map_err(|e| {
-                            DropReason::NotPriced {
-                                detail: e.to_string(),
-                            }
-                        }),
-                    },
-                },
-            };
-            let available = self.breaker(&target).is_available();
-            assessments.push(Assessment {
-                target,
-                tier: c.tier,
-                weight: c.weight,
-                quote,
-                available,
-            });
-        }
-        let ceiling = [route.cost_ceiling.as_ref(), request.limits.cost_ceiling.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|m| prices.to_cu(m).map(|cu| cu.amount()))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .min();
+        let assessments = route
+            .candidates
+            .iter()
+            .map(|c| self.assess(c, &request.job, &prices, &providers, explain))
+            .collect();
+        let ceiling = ceiling_cu(&route, request, &prices)?;
         let plan = plan(
             &route,
             assessments,
@@ -284,6 +252,76 @@ impl Router {
             &self.inner.jitter,
         );
         Ok((route_name, route, plan))
+    }
+
+    /// What the router knows about one candidate: can it do the job, what it costs, is its breaker closed.
+    fn assess(
+        &self,
+        c: &CandidateConfig,
+        job: &genroute_core::Job,
+        prices: &PriceBook,
+        providers: &HashMap<ProviderId, Arc<dyn Provider>>,
+        explain: bool,
+    ) -> Assessment {
+        let target = c.target();
+        // Capabilities are checked in place (no copy of the job per candidate).
+        let quote = match providers.get(&c.provider) {
+            None => Err(DropReason::UnknownProvider),
+            Some(p) => match p.model(&c.model) {
+                None => Err(DropReason::Unsupported {
+                    detail: format!("{} does not offer this model", c.provider),
+                }),
+                Some(info) => match info.capabilities.check(job) {
+                    Err(e) => Err(DropReason::Unsupported {
+                        detail: e.to_string(),
+                    }),
+                    Ok(()) => quote(prices, &target, job, explain).map_err(|e| DropReason::NotPriced {
+                        detail: e.to_string(),
+                    }),
+                },
+            },
+        };
+        let available = self.breaker(&target).is_available();
+        Assessment {
+            target,
+            tier: c.tier,
+            weight: c.weight,
+            quote,
+            available,
+        }
+    }
+
+    /// The next candidate to try. Priority routes are planned lazily, one candidate at a time, so a long
+    /// route costs nothing until it fails over; the decisions are the same as the eager plan's (in priority
+    /// order the primary is the first capable candidate seen). Dropped candidates are collected on the way.
+    #[allow(clippy::too_many_arguments)]
+    fn next_step(
+        &self,
+        source: &mut StepSource,
+        route: &RouteConfig,
+        job: &genroute_core::Job,
+        prices: &PriceBook,
+        providers: &HashMap<ProviderId, Arc<dyn Provider>>,
+        ceiling: Option<Decimal>,
+        dropped: &mut Vec<(ModelRef, DropReason)>,
+    ) -> Option<Step> {
+        match source {
+            StepSource::Planned(steps) => steps.next(),
+            StepSource::Lazy { next, primary } => {
+                while let Some(c) = route.candidates.get(*next) {
+                    *next += 1;
+                    let a = self.assess(c, job, prices, providers, false);
+                    if primary.is_none() {
+                        *primary = primary_of(&a);
+                    }
+                    match admit(route, a, *primary, ceiling) {
+                        Ok(step) => return Some(step),
+                        Err(d) => dropped.push(d),
+                    }
+                }
+                None
+            }
+        }
     }
 
     /// Runs a job to an accepted output, or to a typed error that lists every attempt.
@@ -324,28 +362,60 @@ impl Router {
     ) -> Result<Outcome, RouterError> {
         let started = Instant::now();
         let deadline = request.limits.deadline.map(|d| started + d);
-        let (route_name, route, plan) = self.plan_with(&request, false)?;
+        let routes = read(&self.inner.routes);
+        let (route_name, route) = routes.resolve(&request.route, &request.metadata)?;
+        drop(routes);
         state.route_name = route_name;
-        if plan.steps.is_empty() {
-            return Err(RouterError::NoCandidate {
-                route: state.route_name.clone(),
-                dropped: plan.dropped,
-            });
-        }
         let prices = read(&self.inner.prices);
+        let providers = read(&self.inner.providers);
+        let ceiling = ceiling_cu(&route, &request, &prices)?;
+        let mut dropped = Vec::new();
+        let mut source = if route.policy == Policy::Priority {
+            StepSource::Lazy {
+                next: 0,
+                primary: None,
+            }
+        } else {
+            let assessments = route
+                .candidates
+                .iter()
+                .map(|c| self.assess(c, &request.job, &prices, &providers, false))
+                .collect();
+            let planned = plan(
+                &route,
+                assessments,
+                ceiling,
+                &self.inner.latency,
+                &self.inner.jitter,
+            );
+            dropped = planned.dropped;
+            StepSource::Planned(planned.steps.into_iter())
+        };
         let max_spend_cu = match &request.limits.max_spend {
             Some(m) => Some(prices.to_cu(m)?.amount()),
             None => None,
         };
-        let providers = read(&self.inner.providers);
         let request_arc = Arc::new(request);
-        self.inner.retry_budget.deposit();
         let mut last_error: Option<ProviderError> = None;
+        let mut tried_any = false;
 
-        'candidates: for step in &plan.steps {
+        'candidates: while let Some(step) = self.next_step(
+            &mut source,
+            &route,
+            &request_arc.job,
+            &prices,
+            &providers,
+            ceiling,
+            &mut dropped,
+        ) {
+            let step = &step;
             let Some(provider) = providers.get(&step.target.provider) else {
                 continue;
             };
+            if !tried_any {
+                tried_any = true;
+                self.inner.retry_budget.deposit();
+            }
             let service = self.service(&step.target, provider, route.attempt_timeout);
             let provider_request = Arc::new(ProviderRequest {
                 model: step.target.model.clone(),
@@ -650,6 +720,12 @@ impl Router {
                 }
             }
         }
+        if !tried_any {
+            return Err(RouterError::NoCandidate {
+                route: state.route_name.clone(),
+                dropped,
+            });
+        }
         Err(RouterError::Exhausted {
             last: last_error.map_or_else(|| "no attempt made".to_owned(), |e| e.to_string()),
             attempts: std::mem::take(&mut state.attempts),
@@ -879,6 +955,36 @@ impl Drop for HoldGuard {
             });
         }
     }
+}
+
+/// Where the attempt loop's candidates come from.
+enum StepSource {
+    /// Planned up front (every policy but priority).
+    Planned(std::vec::IntoIter<Step>),
+    /// Priority order, assessed one candidate at a time.
+    Lazy {
+        /// The next configured candidate to assess.
+        next: usize,
+        /// The route's primary, once seen.
+        primary: Option<(crate::route::Tier, Decimal)>,
+    },
+}
+
+/// The stricter of the route's and the job's cost ceilings, in CU.
+fn ceiling_cu(
+    route: &RouteConfig,
+    request: &GenerateRequest,
+    prices: &PriceBook,
+) -> Result<Option<Decimal>, RouterError> {
+    Ok(
+        [route.cost_ceiling.as_ref(), request.limits.cost_ceiling.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|m| prices.to_cu(m).map(|cu| cu.amount()))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .min(),
+    )
 }
 
 /// Prices a candidate: explained for the dry run, the catalog's fast path (same amounts, no lines) for a run.
