@@ -7,6 +7,8 @@ pub mod client;
 pub mod error;
 pub mod poll;
 pub mod retry_after;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod webhook;
 
 pub use auth::{Auth, strip_sensitive};

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use genroute_core::{
-    AssetContent, AudioJobSpec, Billed, CallContext, Caller, Decimal, ErrorKind, ImageJobSpec, JobId,
-    ModelId, Provider, ProviderError, ProviderRequest, TeamId,
+    AssetContent, AudioJobSpec, Billed, Decimal, ErrorKind, ImageJobSpec, ModelId, Provider, ProviderError,
+    ProviderRequest,
 };
+use genroute_http::testing::test_context as ctx;
 use genroute_provider_elevenlabs::{ElevenLabsConfig, ElevenLabsProvider};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path, query_param};
@@ -22,13 +23,6 @@ fn provider(server: &MockServer) -> ElevenLabsProvider {
             .default_voice_id("default-voice"),
     )
     .unwrap()
-}
-
-fn ctx() -> CallContext {
-    CallContext::new(
-        JobId::new("job-1").unwrap(),
-        Caller::team(TeamId::new("t").unwrap()),
-    )
 }
 
 fn req(model: &str, job: impl Into<genroute_core::Job>) -> ProviderRequest {

@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genroute_core::{
-    AssetContent, AudioJobSpec, Billed, CallContext, Caller, Decimal, Dimensions, EditJobSpec, EditOp,
-    ErrorKind, ImageJobSpec, JobId, MediaInput, ModelId, ProgressEvent, Provider, ProviderRequest, Stage,
-    TeamId, VideoJobSpec,
+    AssetContent, AudioJobSpec, Billed, Decimal, Dimensions, EditJobSpec, EditOp, ErrorKind, ImageJobSpec,
+    MediaInput, ModelId, ProgressEvent, Provider, ProviderRequest, Stage, VideoJobSpec,
 };
-use genroute_http::PollConfig;
+use genroute_http::testing::{fast_poll, test_context as ctx};
 use genroute_provider_fal::{FalConfig, FalProvider};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path, query_param};
@@ -18,26 +17,8 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const KEY: &str = "key-id:key-secret";
 
-fn fast_poll() -> PollConfig {
-    PollConfig {
-        initial_interval: Duration::from_millis(2),
-        max_interval: Duration::from_millis(10),
-        backoff_factor: 2,
-        max_consecutive_unknown: 3,
-        max_wait: Some(Duration::from_secs(10)),
-        queue_time_unbilled: false,
-    }
-}
-
 fn provider(server: &MockServer) -> FalProvider {
     FalProvider::new(FalConfig::new(KEY).base_url(server.uri()).poll(fast_poll())).unwrap()
-}
-
-fn ctx() -> CallContext {
-    CallContext::new(
-        JobId::new("job-1").unwrap(),
-        Caller::team(TeamId::new("t").unwrap()),
-    )
 }
 
 fn model(id: &str) -> ModelId {

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use genroute_core::{
-    AssetContent, AudioJobSpec, Billed, CallContext, Caller, Decimal, Dimensions, EditJobSpec, EditOp,
-    ErrorKind, ImageJobSpec, JobId, MediaInput, ModelId, Provider, ProviderRequest, TeamId, VideoJobSpec,
+    AssetContent, AudioJobSpec, Billed, Decimal, Dimensions, EditJobSpec, EditOp, ErrorKind, ImageJobSpec,
+    MediaInput, ModelId, Provider, ProviderRequest, VideoJobSpec,
 };
+use genroute_http::testing::test_context as ctx;
 use genroute_provider_openai::{OpenAiConfig, OpenAiProvider};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path};
@@ -20,13 +21,6 @@ fn provider(server: &MockServer) -> OpenAiProvider {
     c.organization = Some("org-1".into());
     c.project = Some("proj-1".into());
     OpenAiProvider::new(c).unwrap()
-}
-
-fn ctx() -> CallContext {
-    CallContext::new(
-        JobId::new("job-1").unwrap(),
-        Caller::team(TeamId::new("t").unwrap()),
-    )
 }
 
 fn req(model: &str, job: impl Into<genroute_core::Job>) -> ProviderRequest {

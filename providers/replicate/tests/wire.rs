@@ -4,27 +4,16 @@
 use std::time::Duration;
 
 use genroute_core::{
-    AssetContent, AudioJobSpec, Billed, CallContext, Caller, Decimal, Dimensions, ErrorKind, ImageJobSpec,
-    JobId, MediaInput, ModelId, Provider, ProviderRequest, TeamId, VideoJobSpec,
+    AssetContent, AudioJobSpec, Billed, Decimal, Dimensions, ErrorKind, ImageJobSpec, MediaInput, ModelId,
+    Provider, ProviderRequest, VideoJobSpec,
 };
-use genroute_http::PollConfig;
+use genroute_http::testing::{fast_poll, test_context as ctx};
 use genroute_provider_replicate::{ReplicateConfig, ReplicateProvider};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const TOKEN: &str = "r8_testtoken";
-
-fn fast_poll() -> PollConfig {
-    PollConfig {
-        initial_interval: Duration::from_millis(2),
-        max_interval: Duration::from_millis(10),
-        backoff_factor: 2,
-        max_consecutive_unknown: 3,
-        max_wait: Some(Duration::from_secs(10)),
-        queue_time_unbilled: false,
-    }
-}
 
 fn config(server: &MockServer) -> ReplicateConfig {
     ReplicateConfig::new(TOKEN)
@@ -34,13 +23,6 @@ fn config(server: &MockServer) -> ReplicateConfig {
 
 fn provider(server: &MockServer) -> ReplicateProvider {
     ReplicateProvider::new(config(server)).unwrap()
-}
-
-fn ctx() -> CallContext {
-    CallContext::new(
-        JobId::new("job-1").unwrap(),
-        Caller::team(TeamId::new("t").unwrap()),
-    )
 }
 
 fn req(model: &str, job: impl Into<genroute_core::Job>) -> ProviderRequest {

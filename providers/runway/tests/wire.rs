@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use genroute_core::{
-    AssetContent, AudioJobSpec, Billed, CallContext, Caller, Decimal, Dimensions, ErrorKind, ImageJobSpec,
-    JobId, MediaInput, ModelId, ProgressEvent, Provider, ProviderError, ProviderRequest, Stage, TeamId,
-    VideoJobSpec,
+    AssetContent, AudioJobSpec, Billed, Decimal, Dimensions, ErrorKind, ImageJobSpec, MediaInput, ModelId,
+    ProgressEvent, Provider, ProviderError, ProviderRequest, Stage, VideoJobSpec,
 };
-use genroute_http::PollConfig;
+use genroute_http::testing::{fast_poll, test_context as ctx};
 use genroute_provider_runway::{RunwayConfig, RunwayProvider};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path};
@@ -19,26 +18,8 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 const KEY: &str = "key_test123";
 const VERSION: &str = "2024-11-06";
 
-fn fast_poll() -> PollConfig {
-    PollConfig {
-        initial_interval: Duration::from_millis(2),
-        max_interval: Duration::from_millis(10),
-        backoff_factor: 2,
-        max_consecutive_unknown: 3,
-        max_wait: Some(Duration::from_secs(10)),
-        queue_time_unbilled: false,
-    }
-}
-
 fn provider(server: &MockServer) -> RunwayProvider {
     RunwayProvider::new(RunwayConfig::new(KEY).base_url(server.uri()).poll(fast_poll())).unwrap()
-}
-
-fn ctx() -> CallContext {
-    CallContext::new(
-        JobId::new("job-1").unwrap(),
-        Caller::team(TeamId::new("t").unwrap()),
-    )
 }
 
 fn req(model: &str, job: impl Into<genroute_core::Job>) -> ProviderRequest {

@@ -7,26 +7,15 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use genroute_core::{
-    AssetContent, Billed, CallContext, Caller, Charge, CostSource, Decimal, Dimensions, EditJobSpec, EditOp,
-    ErrorKind, ImageJobSpec, JobId, MediaInput, ModelId, Money, ProgressEvent, Provider, ProviderError,
-    ProviderRequest, Stage, TeamId, VideoJobSpec,
+    AssetContent, Billed, Charge, CostSource, Decimal, Dimensions, EditJobSpec, EditOp, ErrorKind,
+    ImageJobSpec, MediaInput, ModelId, Money, ProgressEvent, Provider, ProviderError, ProviderRequest, Stage,
+    VideoJobSpec,
 };
-use genroute_http::PollConfig;
+use genroute_http::testing::{fast_poll, test_context as ctx};
 use genroute_provider_scenario::{ScenarioConfig, ScenarioModel, ScenarioProvider};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
-
-fn fast_poll() -> PollConfig {
-    PollConfig {
-        initial_interval: Duration::from_millis(2),
-        max_interval: Duration::from_millis(10),
-        backoff_factor: 2,
-        max_consecutive_unknown: 3,
-        max_wait: Some(Duration::from_secs(10)),
-        queue_time_unbilled: false,
-    }
-}
 
 fn config(server: &MockServer) -> ScenarioConfig {
     ScenarioConfig::new("api-key", "api-secret")
@@ -42,13 +31,6 @@ fn basic() -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("api-key:api-secret")
-    )
-}
-
-fn ctx() -> CallContext {
-    CallContext::new(
-        JobId::new("job-1").unwrap(),
-        Caller::team(TeamId::new("t").unwrap()),
     )
 }
 
