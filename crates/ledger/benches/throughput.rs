@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p genroute-ledger --bench throughput -- [memory] [sqlite-full] [sqlite-normal] [postgres]
 //! [postgres-async] (`GENROUTE_BENCH_PG_CONNECTIONS` overrides the worker connections per instance)
-//! [--secs N] [--clients 1,4,16]` (all backends when none is named). PostgreSQL reads `GENROUTE_TEST_POSTGRES_URL` (source
+//! [--secs N] [--clients 1,4,16] [--pairs N]` (all backends when none is named). PostgreSQL reads `GENROUTE_TEST_POSTGRES_URL` (source
 //! `scripts/lib/postgres.sh` and run `ensure_postgres` for a throwaway cluster) and is skipped without it.
 //! Every pair is a full reservation on team + member + project + API key (each capped, so every cap is
 //! checked), then a settle of a smaller amount; both are acknowledged only after they are durable to the
@@ -75,7 +75,9 @@ async fn make(backend: &str, run: usize) -> Option<Arc<dyn Ledger>> {
     })
 }
 
-async fn measure(ledger: Arc<dyn Ledger>, clients: usize, secs: f64) -> f64 {
+/// Runs `clients` clients for `secs` seconds, or for exactly `pairs` pairs each when given (a fixed amount
+/// of work, for instruction counts under `valgrind --tool=callgrind` or `perf stat`).
+async fn measure(ledger: Arc<dyn Ledger>, clients: usize, secs: f64, pairs: Option<u64>) -> f64 {
     let team = TeamId::new("bench").unwrap();
     let cfg = TeamConfig::new(team.clone(), cu("1000000000000"), Utc::now());
     ledger.create_team(&cfg).await.unwrap();
@@ -103,7 +105,7 @@ async fn measure(ledger: Arc<dyn Ledger>, clients: usize, secs: f64) -> f64 {
             let mut i = 0u64;
             // The memory backend never returns `Pending`: check the time here and yield now and then, or
             // the clients would starve the runtime's timer.
-            while Instant::now() < deadline {
+            while pairs.map_or_else(|| Instant::now() < deadline, |n| i < n) {
                 let req = ReserveRequest {
                     caller: caller.clone(),
                     amount: amount.clone(),
@@ -130,6 +132,7 @@ async fn measure(ledger: Arc<dyn Ledger>, clients: usize, secs: f64) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut secs: f64 = 2.0;
+    let mut pairs: Option<u64> = None;
     let mut clients: Vec<usize> = vec![1, 4, 16];
     let mut backends = Vec::new();
     let mut it = args.iter();
@@ -142,6 +145,7 @@ fn main() {
                     .map(|s| s.split(',').filter_map(|c| c.parse().ok()).collect())
                     .unwrap_or(clients);
             }
+            "--pairs" => pairs = it.next().and_then(|s| s.parse().ok()),
             "--bench" => {}
             other if !other.starts_with('-') => backends.push(other.to_owned()),
             _ => {}
@@ -172,7 +176,7 @@ fn main() {
             };
             // Memory keeps every hold and entry: a short run keeps its footprint to a few GB.
             let secs = if b == "memory" { secs.min(1.0) } else { secs };
-            cells.push(rt.block_on(measure(ledger, clients, secs)));
+            cells.push(rt.block_on(measure(ledger, clients, secs, pairs)));
         }
         if cells.len() == clients.len() {
             let row: String = cells.iter().map(|v| format!(" {v:>11.0}")).collect();

@@ -99,6 +99,26 @@ pub(crate) trait Backend: Send + Sync + Debug + 'static {
     async fn create(&self, cfg: &TeamConfig, now: DateTime<Utc>) -> Result<(), LedgerError>;
     async fn run(&self, op: Op, now: DateTime<Utc>) -> Result<Outcome, LedgerError>;
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Entry>, LedgerError>;
+
+    /// A reservation run in place, for a backend that never waits (memory): no future to box, no
+    /// request to clone. `None` when the backend cannot, and [`Backend::run`] then does it.
+    fn reserve_now(
+        &self,
+        _req: &ReserveRequest,
+        _now: DateTime<Utc>,
+    ) -> Option<Result<Outcome, LedgerError>> {
+        None
+    }
+
+    /// A settle run in place, as [`Backend::reserve_now`].
+    fn settle_now(
+        &self,
+        _hold: &HoldId,
+        _actual: &Money,
+        _now: DateTime<Utc>,
+    ) -> Option<Result<Outcome, LedgerError>> {
+        None
+    }
 }
 
 /// A backend with a clock and an optional refill hook.
@@ -115,14 +135,35 @@ fn unexpected() -> LedgerError {
 
 impl<B: Backend> Engine<B> {
     async fn exec(&self, op: Op) -> Result<Out, LedgerError> {
-        let team = op.team().clone();
-        let spends = matches!(op, Op::Reserve(_) | Op::Settle(..));
+        // Only a reservation or a settle may trigger a refill.
+        let refill_team = match &op {
+            Op::Reserve(_) | Op::Settle(..) if self.hook.is_some() => Some(op.team().clone()),
+            _ => None,
+        };
         let outcome = self.backend.run(op, self.clock.now()).await?;
-        if spends && outcome.refill_due && self.hook.is_some() {
+        self.after(outcome, refill_team.as_ref()).await
+    }
+
+    /// Runs the automatic refill an operation made due (when `team` is given), and returns its result.
+    async fn after(&self, outcome: Outcome, team: Option<&TeamId>) -> Result<Out, LedgerError> {
+        if let Some(team) = team
+            && outcome.refill_due
+        {
             // The operation itself succeeded; a declined refill only means no funds were added.
-            let _ = self.refill(&team).await;
+            let _ = self.refill(team).await;
         }
         Ok(outcome.out)
+    }
+
+    /// A reservation, in place when the backend can ([`Backend::reserve_now`]).
+    async fn exec_reserve(&self, req: &ReserveRequest) -> Result<Out, LedgerError> {
+        let now = self.clock.now();
+        let outcome = match self.backend.reserve_now(req, now) {
+            Some(done) => done?,
+            None => self.backend.run(Op::Reserve(req.clone()), now).await?,
+        };
+        let team = self.hook.as_ref().map(|_| &req.caller.team);
+        self.after(outcome, team).await
     }
 
     /// Claims a refill slot, pays through the hook, then applies it (or gives the slot back).
@@ -193,12 +234,12 @@ impl<B: Backend> Engine<B> {
 
     pub(crate) async fn reserve(&self, req: &ReserveRequest) -> Result<Hold, LedgerError> {
         crate::logic::cu(&req.amount)?;
-        let first = self.exec(Op::Reserve(req.clone())).await;
+        let first = self.exec_reserve(req).await;
         let res = match first {
             Err(LedgerError::Denied(d)) if d.scope.kind() == ScopeKind::Team && self.hook.is_some() => {
                 // The pool ran dry: an automatic refill may make room; try once more after it.
                 if self.refill(&req.caller.team).await.unwrap_or(false) {
-                    self.exec(Op::Reserve(req.clone())).await
+                    self.exec_reserve(req).await
                 } else {
                     Err(LedgerError::Denied(d))
                 }
@@ -213,7 +254,17 @@ impl<B: Backend> Engine<B> {
 
     pub(crate) async fn settle(&self, hold: &HoldId, actual: &Money) -> Result<Settlement, LedgerError> {
         crate::logic::cu(actual)?;
-        match self.exec(Op::Settle(hold.clone(), actual.clone())).await? {
+        let now = self.clock.now();
+        let outcome = match self.backend.settle_now(hold, actual, now) {
+            Some(done) => done?,
+            None => {
+                self.backend
+                    .run(Op::Settle(hold.clone(), actual.clone()), now)
+                    .await?
+            }
+        };
+        let team = self.hook.as_ref().map(|_| &hold.team);
+        match self.after(outcome, team).await? {
             Out::Settlement(s) => Ok(s),
             _ => Err(unexpected()),
         }

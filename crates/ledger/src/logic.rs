@@ -12,14 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use genroute_core::{Caller, Currency, Decimal, IdempotencyKey, Money, TeamId};
 
 use crate::error::{Denial, HoldState, LedgerError};
 use crate::period::{last_reset, next_reset};
 use crate::types::{
-    AutoRefill, Balance, Entry, EntryKind, EntryMeta, FundsBatch, FundsKind, Hold, HoldId, PlanChange,
-    ReserveRequest, Scope, ScopeKey, ScopeKind, Settlement, TeamConfig, Usage, UsageStatus,
+    AutoRefill, Balance, Entry, EntryKind, EntryMeta, FundsBatch, FundsKind, HistoryFilter, Hold, HoldId,
+    KeyView, PlanChange, ReserveRequest, Scope, ScopeKey, ScopeKind, Settlement, TeamConfig, Usage,
+    UsageStatus,
 };
 
 /// A fast non-cryptographic hasher (the FxHash mix) for the in-memory indexes. Keys are ids the ledger
@@ -78,19 +79,52 @@ impl Hasher for FxHasher {
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FxHasher>>;
 pub(crate) type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<FxHasher>>;
 
-/// A new identifier unique across processes: a random per-process prefix and a counter (cheaper than a
-/// UUID per hold: no system call, no formatting of 128 bits).
+/// Length of an identifier made by [`new_id`]: 32 hex digits, a dash, 12 hex digits.
+const ID_LEN: usize = 45;
+
+/// A new identifier unique across processes (`<random per-process prefix>-<counter as 12 hex digits>`).
 pub(crate) fn new_id() -> String {
+    new_key().to_string()
+}
+
+/// [`new_id`] as a hold key. Cheaper than a UUID per hold (no system call), and written by hand rather
+/// than through `format!`.
+fn new_key() -> Arc<str> {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{n:012x}")
+    if prefix.len() == 32 && n >> 48 == 0 {
+        let mut buf = [0u8; ID_LEN];
+        buf[..32].copy_from_slice(prefix.as_bytes());
+        buf[32] = b'-';
+        for (i, b) in buf[33..].iter_mut().rev().enumerate() {
+            *b = HEX[((n >> (4 * i)) & 0xf) as usize];
+        }
+        if let Ok(s) = std::str::from_utf8(&buf) {
+            return Arc::from(s);
+        }
+    }
+    Arc::from(format!("{prefix}-{n:012x}"))
 }
 
 /// Truncates an instant to whole milliseconds (the precision every backend stores).
 pub(crate) fn trunc_ms(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+    let nanos = t.timestamp_subsec_nanos();
+    if nanos >= 1_000_000_000 {
+        // A leap second: keep the original arithmetic.
+        return DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t);
+    }
+    let kept = nanos - nanos % 1_000_000;
+    if kept == nanos {
+        return t;
+    }
+    // Only the time of day changes: no calendar arithmetic.
+    t.naive_utc()
+        .with_nanosecond(kept)
+        .map(|n| n.and_utc())
+        .unwrap_or(t)
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -169,6 +203,17 @@ pub(crate) struct HoldRow {
     pub(crate) meta: EntryMeta,
 }
 
+/// A history entry as the memory backend keeps it. A hold's entries take their caller and attempt from the
+/// hold (which the memory backend keeps as long as its entries); funds entries belong to the team.
+#[derive(Debug)]
+pub(crate) struct EntryRec {
+    kind: EntryKind,
+    amount: Decimal,
+    at: DateTime<Utc>,
+    hold: Option<Arc<str>>,
+    batch: Option<Box<str>>,
+}
+
 /// What an operation changed, for backends that persist rows.
 #[derive(Default, Debug)]
 pub(crate) struct Dirty {
@@ -190,8 +235,11 @@ pub(crate) struct Book {
     pub(crate) expiry: BTreeSet<(DateTime<Utc>, Arc<str>)>,
     /// `None` for the memory backend (nothing to persist).
     pub(crate) dirty: Option<Dirty>,
-    /// New entries (SQL backends drain them on save; the memory backend keeps them all).
+    /// New entries (SQL backends drain them on save). Empty in the memory backend, which keeps `log`.
     pub(crate) entries: Vec<Entry>,
+    /// The memory backend's history: compact records that name their hold instead of copying its caller
+    /// and attempt, turned into [`Entry`] values only when read ([`Book::history`]).
+    pub(crate) log: Vec<EntryRec>,
     /// For books read from storage: every scope key looked up (found or not). Changing a scope row that
     /// was never looked up would overwrite the stored one with a blank; debug builds assert it never
     /// happens.
@@ -284,14 +332,75 @@ pub(crate) struct Outcome {
 }
 
 fn team_key() -> ScopeKey {
-    ScopeKey {
-        kind: ScopeKind::Team,
-        id: Arc::from(""),
+    ScopeKey::from(TEAM)
+}
+
+/// The team's own scope row, by reference.
+const TEAM: (ScopeKind, &str) = (ScopeKind::Team, "");
+
+pub(crate) fn hold_scope_keys(caller: &Caller) -> Vec<ScopeKey> {
+    caller_scopes(caller).map(ScopeKey::from).collect()
+}
+
+/// The scopes a caller draws on, broadest first (as [`Scope::of_caller`]), borrowed from the caller.
+fn caller_scopes(c: &Caller) -> impl Iterator<Item = (ScopeKind, &str)> {
+    [
+        Some(TEAM),
+        c.member.as_ref().map(|m| (ScopeKind::Member, m.as_str())),
+        c.project.as_ref().map(|p| (ScopeKind::Project, p.as_str())),
+        c.api_key.as_ref().map(|k| (ScopeKind::ApiKey, k.as_str())),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The public scope of `kind` for a caller (one of [`caller_scopes`]).
+fn caller_scope(c: &Caller, kind: ScopeKind) -> Scope {
+    let team = c.team.clone();
+    match (kind, &c.member, &c.project, &c.api_key) {
+        (ScopeKind::Member, Some(m), _, _) => Scope::Member(team, m.clone()),
+        (ScopeKind::Project, _, Some(p), _) => Scope::Project(team, p.clone()),
+        (ScopeKind::ApiKey, _, _, Some(k)) => Scope::ApiKey(team, k.clone()),
+        _ => Scope::Team(team),
     }
 }
 
-pub(crate) fn hold_scope_keys(caller: &Caller) -> Vec<ScopeKey> {
-    Scope::of_caller(caller).iter().map(Scope::key).collect()
+/// Changes a scope row: normalised to the current period (created empty when absent) and marked dirty.
+/// A free function over the fields it needs, so a hold's caller can stay borrowed from `holds` meanwhile.
+fn update_scope(
+    scopes: &mut HashMap<ScopeKey, ScopeRow>,
+    dirty: &mut Option<Dirty>,
+    looked_up: Option<&HashSet<ScopeKey>>,
+    period: i64,
+    k: (ScopeKind, &str),
+    f: impl FnOnce(&mut ScopeRow),
+) {
+    let view: &dyn KeyView = &k;
+    debug_assert!(
+        looked_up.is_none_or(|l| l.contains(view)),
+        "scope row {k:?} changed without being read from storage"
+    );
+    if let Some(d) = dirty
+        && !d.scopes.contains(view)
+    {
+        d.scopes.insert(ScopeKey::from(k));
+    }
+    if let Some(row) = scopes.get_mut(view) {
+        if row.period != period {
+            row.used = Decimal::ZERO;
+            row.period = period;
+        }
+        f(row);
+        return;
+    }
+    let mut row = ScopeRow {
+        cap: None,
+        used: Decimal::ZERO,
+        held: Decimal::ZERO,
+        period,
+    };
+    f(&mut row);
+    scopes.insert(ScopeKey::from(k), row);
 }
 
 impl Book {
@@ -330,6 +439,7 @@ impl Book {
             expiry: BTreeSet::new(),
             dirty: track.then(Dirty::default),
             entries: Vec::new(),
+            log: Vec::new(),
             looked_up: None,
         };
         book.mark_team();
@@ -348,6 +458,7 @@ impl Book {
             expiry: BTreeSet::new(),
             dirty: Some(Dirty::default()),
             entries: Vec::new(),
+            log: Vec::new(),
             looked_up: Some(HashSet::default()),
         }
     }
@@ -379,34 +490,40 @@ impl Book {
         }
     }
 
-    /// The scope row for mutation, normalised to the current period (created empty when absent) and
-    /// marked dirty.
-    fn scope(&mut self, k: &ScopeKey) -> &mut ScopeRow {
-        debug_assert!(
-            self.looked_up.as_ref().is_none_or(|l| l.contains(k)),
-            "scope row {k:?} changed without being read from storage"
-        );
+    /// Changes a scope row (see [`update_scope`]).
+    fn scope(&mut self, k: (ScopeKind, &str), f: impl FnOnce(&mut ScopeRow)) {
         let period = ms(self.team.period_start);
-        if let Some(d) = &mut self.dirty {
-            d.scopes.insert(k.clone());
-        }
-        let row = self.scopes.entry(k.clone()).or_insert(ScopeRow {
-            cap: None,
-            used: Decimal::ZERO,
-            held: Decimal::ZERO,
+        update_scope(
+            &mut self.scopes,
+            &mut self.dirty,
+            self.looked_up.as_ref(),
             period,
-        });
-        if row.period != period {
-            row.used = Decimal::ZERO;
-            row.period = period;
+            k,
+            f,
+        );
+    }
+
+    /// Changes every scope row of a hold's caller (the hold stays borrowed, nothing is cloned).
+    fn hold_scopes(&mut self, key: &str, f: impl Fn(&mut ScopeRow)) {
+        let period = ms(self.team.period_start);
+        let Some(h) = self.holds.get(key) else { return };
+        for k in caller_scopes(&h.caller) {
+            update_scope(
+                &mut self.scopes,
+                &mut self.dirty,
+                self.looked_up.as_ref(),
+                period,
+                k,
+                &f,
+            );
         }
-        row
     }
 
     /// Read-only view of a scope row in the current period.
-    fn scope_view(&self, k: &ScopeKey) -> ScopeRow {
+    fn scope_view(&self, k: (ScopeKind, &str)) -> ScopeRow {
         let period = ms(self.team.period_start);
-        match self.scopes.get(k) {
+        let view: &dyn KeyView = &k;
+        match self.scopes.get(view) {
             Some(r) if r.period == period => r.clone(),
             Some(r) => ScopeRow {
                 cap: r.cap,
@@ -423,10 +540,10 @@ impl Book {
         }
     }
 
-    fn effective_cap(&self, k: &ScopeKey, row: &ScopeRow) -> (Option<Decimal>, bool) {
+    fn effective_cap(&self, kind: ScopeKind, row: &ScopeRow) -> (Option<Decimal>, bool) {
         match row.cap {
             Some(c) => (Some(c), false),
-            None if matches!(k.kind, ScopeKind::Member | ScopeKind::ApiKey) => {
+            None if matches!(kind, ScopeKind::Member | ScopeKind::ApiKey) => {
                 (self.team.default_cap, self.team.default_cap.is_some())
             }
             None => (None, false),
@@ -439,14 +556,14 @@ impl Book {
 
     /// Live funds − held − overdraft (may be negative after funds expired under open holds).
     fn available_raw(&self) -> Decimal {
-        let held = self.scope_view(&team_key()).held;
+        let held = self.scope_view(TEAM).held;
         self.funds_total() - held - self.team.overdraft
     }
 
     /// What the team pool can still grant: live funds less holds and overdraft, and the team's own cap.
     fn pool_room(&self) -> Decimal {
         let pool = self.available_raw();
-        let team_row = self.scope_view(&team_key());
+        let team_row = self.scope_view(TEAM);
         match team_row.cap {
             Some(c) => pool.min(c - team_row.used - team_row.held),
             None => pool,
@@ -454,16 +571,16 @@ impl Book {
     }
 
     /// A non-team scope's cap room and cap, when it has a cap (its own or the default).
-    fn cap_room(&self, k: &ScopeKey) -> Option<(Decimal, Decimal)> {
+    fn cap_room(&self, k: (ScopeKind, &str)) -> Option<(Decimal, Decimal)> {
         let row = self.scope_view(k);
-        let (cap, _) = self.effective_cap(k, &row);
+        let (cap, _) = self.effective_cap(k.0, &row);
         cap.map(|c| (c - row.used - row.held, c))
     }
 
     /// What a scope can still grant: its cap room and the pool's.
-    fn room(&self, k: &ScopeKey) -> Decimal {
+    fn room(&self, k: (ScopeKind, &str)) -> Decimal {
         let pool = self.pool_room();
-        if k.kind == ScopeKind::Team {
+        if k.0 == ScopeKind::Team {
             return pool;
         }
         match self.cap_room(k) {
@@ -481,26 +598,70 @@ impl Book {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Records a history entry. A hold's entry (`hold` given) takes the caller and attempt of that hold,
+    /// which must be in the book; a funds entry (`batch` given) belongs to the team.
     fn entry(
         &mut self,
-        caller: Caller,
         kind: EntryKind,
         amount: Decimal,
-        hold: Option<HoldId>,
-        batch: Option<String>,
-        meta: Option<EntryMeta>,
+        hold: Option<&Arc<str>>,
+        batch: Option<&str>,
         at: DateTime<Utc>,
     ) {
-        self.entries.push(Entry {
-            caller,
+        if self.dirty.is_none() {
+            // The memory backend: nothing to persist, keep the compact record.
+            self.log.push(EntryRec {
+                kind,
+                amount,
+                at,
+                hold: hold.cloned(),
+                batch: batch.map(Box::from),
+            });
+            return;
+        }
+        let e = self.materialise(kind, amount, hold, batch.map(str::to_owned), at);
+        self.entries.push(e);
+    }
+
+    fn materialise(
+        &self,
+        kind: EntryKind,
+        amount: Decimal,
+        hold: Option<&Arc<str>>,
+        batch: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Entry {
+        let h = hold.and_then(|k| self.holds.get(k));
+        Entry {
+            caller: h.map_or_else(|| Caller::team(self.team.team.clone()), |h| h.caller.clone()),
             kind,
             amount: money(amount),
-            hold,
+            hold: hold.map(|k| self.hold_id(k)),
             batch,
-            meta,
+            meta: h.map(|h| h.meta.clone()),
             at,
-        });
+        }
+    }
+
+    /// The memory backend's history, oldest first: the entries `filter` matches, at most `filter.limit`.
+    pub(crate) fn history(&self, filter: &HistoryFilter) -> Vec<Entry> {
+        let it = self
+            .log
+            .iter()
+            .map(|r| {
+                self.materialise(
+                    r.kind,
+                    r.amount,
+                    r.hold.as_ref(),
+                    r.batch.as_deref().map(str::to_owned),
+                    r.at,
+                )
+            })
+            .filter(|e| filter.matches(e));
+        match filter.limit {
+            Some(n) => it.take(n).collect(),
+            None => it.collect(),
+        }
     }
 
     fn hold_id(&self, key: &Arc<str>) -> HoldId {
@@ -522,17 +683,20 @@ impl Book {
             created_at: at,
         });
         self.mark_funds(&id);
-        let team = Caller::team(self.team.team.clone());
-        self.entry(team, EntryKind::Allowance, amount, None, Some(id), None, at);
+        self.entry(EntryKind::Allowance, amount, None, Some(&id), at);
         self.repay_overdraft();
     }
 
     /// Takes `amount` from the funds, earliest-expiring first; returns what could not be covered.
     fn draw(&mut self, amount: Decimal) -> Decimal {
         let mut left = amount;
-        self.funds
-            .sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
-        let mut touched = Vec::new();
+        let order = |a: &Batch, b: &Batch| {
+            (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id))
+        };
+        // Usually already in order (one plan batch, top-ups in expiry order): skip the sort then.
+        if !self.funds.is_sorted_by(|a, b| order(a, b).is_le()) {
+            self.funds.sort_by(order);
+        }
         for b in &mut self.funds {
             if left <= Decimal::ZERO {
                 break;
@@ -543,10 +707,9 @@ impl Book {
             let take = b.remaining.min(left);
             b.remaining -= take;
             left -= take;
-            touched.push(b.id.clone());
-        }
-        for id in touched {
-            self.mark_funds(&id);
+            if let Some(d) = &mut self.dirty {
+                d.funds.insert(b.id.clone());
+            }
         }
         left
     }
@@ -568,14 +731,11 @@ impl Book {
         gone.sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
         for b in gone {
             if b.remaining > Decimal::ZERO {
-                let team = Caller::team(self.team.team.clone());
                 self.entry(
-                    team,
                     EntryKind::Expire,
                     b.remaining,
                     None,
-                    Some(b.id.clone()),
-                    None,
+                    Some(&b.id),
                     at.unwrap_or(b.expires_at),
                 );
             }
@@ -606,7 +766,9 @@ impl Book {
             self.remove_funds(|b| b.expires_at <= now, None);
             self.grant_plan(start);
         }
-        self.expire_holds(now);
+        if self.expiry.first().is_some_and(|(t, _)| *t <= now) {
+            self.expire_holds(now);
+        }
         if self
             .funds
             .iter()
@@ -628,18 +790,14 @@ impl Book {
     fn expire_holds(&mut self, now: DateTime<Utc>) {
         for key in self.due_holds(now) {
             let Some(h) = self.holds.get(&key) else { continue };
-            let (amount, caller, at, meta) = (h.amount, h.caller.clone(), h.expires_at, h.meta.clone());
+            let (amount, at) = (h.amount, h.expires_at);
             self.expiry.remove(&(at, key.clone()));
-            for k in hold_scope_keys(&caller) {
-                let row = self.scope(&k);
-                row.held -= amount;
-            }
+            self.hold_scopes(&key, |row| row.held -= amount);
             if let Some(h) = self.holds.get_mut(&key) {
                 h.state = HoldState::Expired;
             }
             self.mark_hold(&key);
-            let id = self.hold_id(&key);
-            self.entry(caller, EntryKind::Expire, amount, Some(id), None, Some(meta), at);
+            self.entry(EntryKind::Expire, amount, Some(&key), None, at);
         }
     }
 
@@ -668,7 +826,7 @@ impl Book {
         }
     }
 
-    fn reserve(&mut self, req: ReserveRequest, now: DateTime<Utc>) -> Result<Out, LedgerError> {
+    fn reserve(&mut self, req: &ReserveRequest, now: DateTime<Utc>) -> Result<Out, LedgerError> {
         let amount = cu(&req.amount)?;
         if let Some(key) = self.idem.get(&req.idempotency_key) {
             let Some(h) = self.holds.get(key) else {
@@ -679,24 +837,22 @@ impl Book {
             };
             if h.amount != amount {
                 return Err(LedgerError::IdempotencyConflict {
-                    key: req.idempotency_key,
+                    key: req.idempotency_key.clone(),
                     detail: format!("held {} CU, now asked {} CU", h.amount, amount),
                 });
             }
             if h.caller != req.caller {
                 return Err(LedgerError::IdempotencyConflict {
-                    key: req.idempotency_key,
+                    key: req.idempotency_key.clone(),
                     detail: "different caller".to_owned(),
                 });
             }
             return Ok(Out::Hold(self.hold_out(h, true)));
         }
-        let keys = hold_scope_keys(&req.caller);
-        let scopes = Scope::of_caller(&req.caller);
-        let mut denial: Option<(Decimal, usize, Option<Decimal>)> = None;
-        for (i, k) in keys.iter().enumerate() {
+        let mut denial: Option<(Decimal, ScopeKind, Option<Decimal>)> = None;
+        for k in caller_scopes(&req.caller) {
             // Name the scope with the least room; among equals, the narrower (a cap before the pool).
-            let (own, cap) = if k.kind == ScopeKind::Team {
+            let (own, cap) = if k.0 == ScopeKind::Team {
                 (self.pool_room(), self.scope_view(k).cap)
             } else {
                 match self.cap_room(k) {
@@ -705,22 +861,21 @@ impl Book {
                 }
             };
             if own < amount && denial.as_ref().is_none_or(|(r, _, _)| own <= *r) {
-                denial = Some((own, i, cap));
+                denial = Some((own, k.0, cap));
             }
         }
-        if let Some((remaining, i, cap)) = denial {
+        if let Some((remaining, kind, cap)) = denial {
             return Err(LedgerError::Denied(Denial {
-                scope: scopes[i].clone(),
-                requested: req.amount,
+                scope: caller_scope(&req.caller, kind),
+                requested: req.amount.clone(),
                 remaining: money(remaining.max(Decimal::ZERO)),
                 cap: cap.map(money),
             }));
         }
-        for k in &keys {
-            let row = self.scope(k);
-            row.held += amount;
+        for k in caller_scopes(&req.caller) {
+            self.scope(k, |row| row.held += amount);
         }
-        let key: Arc<str> = Arc::from(new_id());
+        let key = new_key();
         let expires_at = add(now, req.ttl);
         let row = HoldRow {
             key: key.clone(),
@@ -737,15 +892,7 @@ impl Book {
         let out = self.hold_out(&row, false);
         self.insert_loaded_hold(row);
         self.mark_hold(&key);
-        self.entry(
-            req.caller,
-            EntryKind::Reserve,
-            amount,
-            Some(out.id.clone()),
-            None,
-            Some(req.meta),
-            now,
-        );
+        self.entry(EntryKind::Reserve, amount, Some(&key), None, now);
         Ok(Out::Hold(out))
     }
 
@@ -756,24 +903,24 @@ impl Book {
             .ok_or_else(|| LedgerError::UnknownHold(id.clone()))
     }
 
-    fn settle(&mut self, id: HoldId, actual: Money, now: DateTime<Utc>) -> Result<Out, LedgerError> {
-        let charge = cu(&actual)?;
-        let h = self.get_hold(&id)?;
+    fn settle(&mut self, id: &HoldId, actual: &Money, now: DateTime<Utc>) -> Result<Out, LedgerError> {
+        let charge = cu(actual)?;
+        let h = self.get_hold(id)?;
         let late = match h.state {
             HoldState::Settled => {
                 return if h.charged == Some(charge) {
                     Ok(Out::Settlement(self.settlement_out(h, true)))
                 } else {
                     Err(LedgerError::SettleConflict {
-                        hold: id,
+                        hold: id.clone(),
                         settled: money(h.charged.unwrap_or_default()),
-                        requested: actual,
+                        requested: actual.clone(),
                     })
                 };
             }
             HoldState::Released => {
                 return Err(LedgerError::HoldClosed {
-                    hold: id,
+                    hold: id.clone(),
                     state: h.state,
                     operation: "settle",
                 });
@@ -781,107 +928,78 @@ impl Book {
             HoldState::Held => false,
             HoldState::Expired => true,
         };
-        let (amount, caller, meta, expires_at) = (h.amount, h.caller.clone(), h.meta.clone(), h.expires_at);
-        let keys = hold_scope_keys(&caller);
-        for k in &keys {
-            let row = self.scope(k);
+        let (amount, expires_at, key) = (h.amount, h.expires_at, h.key.clone());
+        self.hold_scopes(&key, |row| {
             if !late {
                 row.held -= amount;
             }
             row.used += charge;
-        }
+        });
         let uncovered = self.draw(charge);
         if uncovered > Decimal::ZERO {
             self.team.overdraft += uncovered;
             self.mark_team();
         }
-        self.expiry.remove(&(expires_at, id.key.clone()));
-        let key = id.key.clone();
-        if let Some(h) = self.holds.get_mut(&key) {
-            h.state = HoldState::Settled;
-            h.charged = Some(charge);
-            h.uncovered = uncovered;
-            h.late = late;
-        }
+        self.expiry.remove(&(expires_at, key.clone()));
+        let Some(h) = self.holds.get_mut(&key) else {
+            return Err(LedgerError::UnknownHold(id.clone()));
+        };
+        h.state = HoldState::Settled;
+        h.charged = Some(charge);
+        h.uncovered = uncovered;
+        h.late = late;
         self.mark_hold(&key);
         let overrun = if late { charge } else { charge - amount };
-        self.entry(
-            caller.clone(),
-            EntryKind::Settle,
-            charge,
-            Some(id.clone()),
-            None,
-            Some(meta.clone()),
-            now,
-        );
+        self.entry(EntryKind::Settle, charge, Some(&key), None, now);
         if overrun > Decimal::ZERO {
-            self.entry(
-                caller,
-                EntryKind::Overrun,
-                overrun,
-                Some(id),
-                None,
-                Some(meta),
-                now,
-            );
+            self.entry(EntryKind::Overrun, overrun, Some(&key), None, now);
         }
-        let h = self.get_hold(&self.hold_id(&key))?;
+        let h = self.get_hold(id)?;
         Ok(Out::Settlement(self.settlement_out(h, false)))
     }
 
-    fn release(&mut self, id: HoldId, now: DateTime<Utc>) -> Result<Out, LedgerError> {
-        let h = self.get_hold(&id)?;
+    fn release(&mut self, id: &HoldId, now: DateTime<Utc>) -> Result<Out, LedgerError> {
+        let h = self.get_hold(id)?;
         match h.state {
             HoldState::Released | HoldState::Expired => return Ok(Out::Unit),
             HoldState::Settled => {
                 return Err(LedgerError::HoldClosed {
-                    hold: id,
+                    hold: id.clone(),
                     state: h.state,
                     operation: "release",
                 });
             }
             HoldState::Held => {}
         }
-        let (amount, caller, meta, expires_at) = (h.amount, h.caller.clone(), h.meta.clone(), h.expires_at);
-        for k in hold_scope_keys(&caller) {
-            let row = self.scope(&k);
-            row.held -= amount;
-        }
-        self.expiry.remove(&(expires_at, id.key.clone()));
-        if let Some(h) = self.holds.get_mut(&id.key) {
+        let (amount, expires_at, key) = (h.amount, h.expires_at, h.key.clone());
+        self.hold_scopes(&key, |row| row.held -= amount);
+        self.expiry.remove(&(expires_at, key.clone()));
+        if let Some(h) = self.holds.get_mut(&key) {
             h.state = HoldState::Released;
         }
-        self.mark_hold(&id.key);
-        self.entry(
-            caller,
-            EntryKind::Release,
-            amount,
-            Some(id),
-            None,
-            Some(meta),
-            now,
-        );
+        self.mark_hold(&key);
+        self.entry(EntryKind::Release, amount, Some(&key), None, now);
         Ok(Out::Unit)
     }
 
-    fn extend(&mut self, id: HoldId, ttl: Duration, now: DateTime<Utc>) -> Result<Out, LedgerError> {
-        let h = self.get_hold(&id)?;
+    fn extend(&mut self, id: &HoldId, ttl: Duration, now: DateTime<Utc>) -> Result<Out, LedgerError> {
+        let h = self.get_hold(id)?;
         if h.state != HoldState::Held {
             return Err(LedgerError::HoldClosed {
-                hold: id,
+                hold: id.clone(),
                 state: h.state,
                 operation: "extend",
             });
         }
-        let old = h.expires_at;
+        let (old, key) = (h.expires_at, h.key.clone());
         let new = add(now, ttl);
-        self.expiry.remove(&(old, id.key.clone()));
-        self.expiry.insert((new, id.key.clone()));
-        if let Some(h) = self.holds.get_mut(&id.key) {
+        self.expiry.remove(&(old, key.clone()));
+        self.expiry.insert((new, key.clone()));
+        if let Some(h) = self.holds.get_mut(&key) {
             h.expires_at = new;
         }
-        self.mark_hold(&id.key);
-        let h = self.get_hold(&id)?;
+        self.mark_hold(&key);
+        let h = self.get_hold(id)?;
         Ok(Out::Hold(self.hold_out(h, false)))
     }
 
@@ -913,8 +1031,7 @@ impl Book {
         } else {
             EntryKind::TopUp
         };
-        let team = Caller::team(self.team.team.clone());
-        self.entry(team, entry_kind, amount, None, Some(id.clone()), None, now);
+        self.entry(entry_kind, amount, None, Some(&id), now);
         self.repay_overdraft();
         let b = self
             .funds
@@ -932,22 +1049,22 @@ impl Book {
     }
 
     fn usage(&self, scope: &Scope) -> Usage {
-        let k = scope.key();
-        let row = self.scope_view(&k);
-        let (cap, is_default) = if k.kind == ScopeKind::Team {
+        let k = (scope.kind(), scope.local_id());
+        let row = self.scope_view(k);
+        let (cap, is_default) = if k.0 == ScopeKind::Team {
             (row.cap, false)
         } else {
-            self.effective_cap(&k, &row)
+            self.effective_cap(k.0, &row)
         };
-        let room = self.room(&k);
-        let team_row = self.scope_view(&team_key());
+        let room = self.room(k);
+        let team_row = self.scope_view(TEAM);
         let pool = self.available_raw().max(Decimal::ZERO);
         let team_committed = team_row.used + team_row.held;
         let mut team_status = UsageStatus::of(team_committed, team_committed + pool);
         if let Some(c) = team_row.cap {
             team_status = team_status.max(UsageStatus::of(team_committed, c));
         }
-        let status = if k.kind == ScopeKind::Team {
+        let status = if k.0 == ScopeKind::Team {
             team_status
         } else {
             match cap {
@@ -973,7 +1090,7 @@ impl Book {
             .filter(|b| b.remaining > Decimal::ZERO)
             .collect();
         batches.sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
-        let team_row = self.scope_view(&team_key());
+        let team_row = self.scope_view(TEAM);
         Balance {
             team: self.team.team.clone(),
             available: money(self.available_raw().max(Decimal::ZERO)),
@@ -1032,20 +1149,55 @@ fn validate_refill(r: &AutoRefill) -> Result<(), LedgerError> {
 
 /// Applies one operation to a team's book at `now` (maintenance first).
 pub(crate) fn apply(book: &mut Book, op: Op, now: DateTime<Utc>) -> Result<Outcome, LedgerError> {
+    run(book, now, |book, now| apply_op(book, op, now))
+}
+
+/// [`apply`] for a reservation given by reference (nothing in it is cloned unless the hold keeps it).
+pub(crate) fn apply_reserve(
+    book: &mut Book,
+    req: &ReserveRequest,
+    now: DateTime<Utc>,
+) -> Result<Outcome, LedgerError> {
+    run(book, now, |book, now| book.reserve(req, now))
+}
+
+/// [`apply`] for a settle given by reference.
+pub(crate) fn apply_settle(
+    book: &mut Book,
+    hold: &HoldId,
+    actual: &Money,
+    now: DateTime<Utc>,
+) -> Result<Outcome, LedgerError> {
+    run(book, now, |book, now| book.settle(hold, actual, now))
+}
+
+fn run(
+    book: &mut Book,
+    now: DateTime<Utc>,
+    op: impl FnOnce(&mut Book, DateTime<Utc>) -> Result<Out, LedgerError>,
+) -> Result<Outcome, LedgerError> {
     let now = trunc_ms(now);
     book.maintain(now);
-    let out = match op {
-        Op::Reserve(req) => book.reserve(req, now)?,
-        Op::Settle(id, actual) => book.settle(id, actual, now)?,
-        Op::Release(id) => book.release(id, now)?,
-        Op::Extend(id, ttl) => book.extend(id, ttl, now)?,
+    let out = op(book, now)?;
+    Ok(Outcome {
+        refill_due: book.refill_due(),
+        out,
+    })
+}
+
+fn apply_op(book: &mut Book, op: Op, now: DateTime<Utc>) -> Result<Out, LedgerError> {
+    Ok(match op {
+        Op::Reserve(req) => book.reserve(&req, now)?,
+        Op::Settle(id, actual) => book.settle(&id, &actual, now)?,
+        Op::Release(id) => book.release(&id, now)?,
+        Op::Extend(id, ttl) => book.extend(&id, ttl, now)?,
         Op::TopUp(_, amount, expires_at) => {
             let a = cu(&amount)?;
             book.add_funds(a, expires_at, FundsKind::TopUp, now)?
         }
         Op::SetCap(scope, cap) => {
             let cap = cap.as_ref().map(cu).transpose()?;
-            book.scope(&scope.key()).cap = cap;
+            book.scope((scope.kind(), scope.local_id()), |row| row.cap = cap);
             Out::Unit
         }
         Op::SetDefaultCap(_, cap) => {
@@ -1089,9 +1241,5 @@ pub(crate) fn apply(book: &mut Book, op: Op, now: DateTime<Utc>) -> Result<Outco
             book.mark_team();
             Out::Unit
         }
-    };
-    Ok(Outcome {
-        refill_due: book.refill_due(),
-        out,
     })
 }

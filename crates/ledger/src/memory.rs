@@ -1,21 +1,20 @@
 //! The in-memory backend: one mutex per team, nothing persisted.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use genroute_core::TeamId;
+use genroute_core::{Money, TeamId};
 
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Backend, Engine, RefillHook, forward_ledger};
 use crate::error::LedgerError;
-use crate::logic::{Book, Op, Outcome, apply};
-use crate::types::{Entry, HistoryFilter, TeamConfig};
+use crate::logic::{Book, HashMap, Op, Outcome, apply, apply_reserve, apply_settle};
+use crate::types::{Entry, HistoryFilter, HoldId, ReserveRequest, TeamConfig};
 
 #[derive(Debug, Default)]
 pub(crate) struct MemoryBackend {
-    teams: RwLock<HashMap<TeamId, Arc<Mutex<Book>>>>,
+    teams: RwLock<HashMap<TeamId, Mutex<Book>>>,
 }
 
 fn poisoned() -> LedgerError {
@@ -23,12 +22,15 @@ fn poisoned() -> LedgerError {
 }
 
 impl MemoryBackend {
-    fn book(&self, team: &TeamId) -> Result<Arc<Mutex<Book>>, LedgerError> {
+    /// Runs `f` on a team's book under its mutex. The map's read lock is held meanwhile (only
+    /// `create_team` writes the map), which spares a reference count per operation.
+    fn with_book<T>(&self, team: &TeamId, f: impl FnOnce(&mut Book) -> T) -> Result<T, LedgerError> {
         let teams = self.teams.read().map_err(|_| poisoned())?;
-        teams
+        let book = teams
             .get(team)
-            .cloned()
-            .ok_or_else(|| LedgerError::UnknownTeam(team.clone()))
+            .ok_or_else(|| LedgerError::UnknownTeam(team.clone()))?;
+        let mut book = book.lock().map_err(|_| poisoned())?;
+        Ok(f(&mut book))
     }
 }
 
@@ -40,24 +42,36 @@ impl Backend for MemoryBackend {
         if teams.contains_key(&cfg.team) {
             return Err(LedgerError::TeamExists(cfg.team.clone()));
         }
-        teams.insert(cfg.team.clone(), Arc::new(Mutex::new(book)));
+        teams.insert(cfg.team.clone(), Mutex::new(book));
         Ok(())
     }
 
     async fn run(&self, op: Op, now: DateTime<Utc>) -> Result<Outcome, LedgerError> {
-        let book = self.book(op.team())?;
-        let mut book = book.lock().map_err(|_| poisoned())?;
-        apply(&mut book, op, now)
+        let team = op.team().clone();
+        self.with_book(&team, |book| apply(book, op, now))?
     }
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Entry>, LedgerError> {
-        let book = self.book(filter.scope.team())?;
-        let book = book.lock().map_err(|_| poisoned())?;
-        let it = book.entries.iter().filter(|e| filter.matches(e)).cloned();
-        Ok(match filter.limit {
-            Some(n) => it.take(n).collect(),
-            None => it.collect(),
-        })
+        self.with_book(filter.scope.team(), |book| book.history(filter))
+    }
+
+    fn reserve_now(&self, req: &ReserveRequest, now: DateTime<Utc>) -> Option<Result<Outcome, LedgerError>> {
+        Some(
+            self.with_book(&req.caller.team, |book| apply_reserve(book, req, now))
+                .and_then(|r| r),
+        )
+    }
+
+    fn settle_now(
+        &self,
+        hold: &HoldId,
+        actual: &Money,
+        now: DateTime<Utc>,
+    ) -> Option<Result<Outcome, LedgerError>> {
+        Some(
+            self.with_book(&hold.team, |book| apply_settle(book, hold, actual, now))
+                .and_then(|r| r),
+        )
     }
 }
 

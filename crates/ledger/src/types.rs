@@ -124,11 +124,68 @@ impl ScopeKind {
 }
 
 /// A scope inside a known team.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) struct ScopeKey {
     pub(crate) kind: ScopeKind,
     pub(crate) id: Arc<str>,
 }
+
+impl From<(ScopeKind, &str)> for ScopeKey {
+    fn from((kind, id): (ScopeKind, &str)) -> Self {
+        ScopeKey {
+            kind,
+            id: Arc::from(id),
+        }
+    }
+}
+
+/// A scope key seen by reference, so maps keyed by [`ScopeKey`] can be searched with a `(kind, id)` pair
+/// borrowed from a caller, without allocating a key.
+pub(crate) trait KeyView {
+    fn view(&self) -> (ScopeKind, &str);
+}
+
+impl KeyView for ScopeKey {
+    fn view(&self) -> (ScopeKind, &str) {
+        (self.kind, &self.id)
+    }
+}
+
+impl KeyView for (ScopeKind, &str) {
+    fn view(&self) -> (ScopeKind, &str) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for ScopeKey {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+// `Borrow` requires a key and its view to hash alike: both hash the kind, then the id as a `str`.
+impl std::hash::Hash for ScopeKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        (*self.id).hash(state);
+    }
+}
+
+impl std::hash::Hash for dyn KeyView + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (kind, id) = self.view();
+        kind.hash(state);
+        id.hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
 
 /// Identifies a hold: the team it belongs to and a unique key within the ledger.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
