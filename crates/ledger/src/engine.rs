@@ -155,6 +155,15 @@ impl<B: Backend> Engine<B> {
         Ok(outcome.out)
     }
 
+    /// [`Engine::after`] without building its future when there is no refill to run (the usual case).
+    async fn finish(&self, outcome: Outcome, team: &TeamId) -> Result<Out, LedgerError> {
+        if outcome.refill_due && self.hook.is_some() {
+            self.after(outcome, Some(team)).await
+        } else {
+            Ok(outcome.out)
+        }
+    }
+
     /// A reservation, in place when the backend can ([`Backend::reserve_now`]).
     async fn exec_reserve(&self, req: &ReserveRequest) -> Result<Out, LedgerError> {
         let now = self.clock.now();
@@ -162,8 +171,7 @@ impl<B: Backend> Engine<B> {
             Some(done) => done?,
             None => self.backend.run(Op::Reserve(req.clone()), now).await?,
         };
-        let team = self.hook.as_ref().map(|_| &req.caller.team);
-        self.after(outcome, team).await
+        self.finish(outcome, &req.caller.team).await
     }
 
     /// Claims a refill slot, pays through the hook, then applies it (or gives the slot back).
@@ -263,8 +271,7 @@ impl<B: Backend> Engine<B> {
                     .await?
             }
         };
-        let team = self.hook.as_ref().map(|_| &hold.team);
-        match self.after(outcome, team).await? {
+        match self.finish(outcome, &hold.team).await? {
             Out::Settlement(s) => Ok(s),
             _ => Err(unexpected()),
         }

@@ -6,7 +6,7 @@
 //! marked dirty. Every operation checks everything before it changes anything, so a refused operation
 //! leaves the book as it found it (all-or-nothing per reservation, across all scopes).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -44,12 +44,21 @@ impl Hasher for FxHasher {
             w.copy_from_slice(c);
             self.add(u64::from_le_bytes(w));
         }
+        // The tail (0 to 7 bytes) is read with fixed-size loads: a variable-length copy would call
+        // `memcpy`, which cost more than the hashing itself.
         let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w));
-        }
+        let n = rest.len();
+        let tail = |i: usize| u64::from(rest[i]);
+        let w = match n {
+            0 => return,
+            1..=3 => tail(0) | tail(n / 2) << 8 | tail(n - 1) << 16,
+            _ => {
+                let lo = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                let hi = u32::from_le_bytes([rest[n - 4], rest[n - 3], rest[n - 2], rest[n - 1]]);
+                u64::from(lo) | u64::from(hi) << 32
+            }
+        };
+        self.add(w ^ (n as u64) << 59);
     }
 
     fn write_u8(&mut self, i: u8) {
@@ -214,6 +223,27 @@ pub(crate) struct EntryRec {
     batch: Option<Box<str>>,
 }
 
+/// What the memory backend keeps, when limited: the newest `history` entries per team, and closed holds
+/// (with their idempotency keys) for `window` after they closed, and never while one of their entries is
+/// still in the history (an entry takes its caller and attempt from its hold).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Retention {
+    pub(crate) history: usize,
+    pub(crate) window: Duration,
+}
+
+/// A hold that closed (settled, released or expired), as retention remembers it.
+#[derive(Debug)]
+struct Closed {
+    at: DateTime<Utc>,
+    key: Arc<str>,
+    /// The state it closed in: a hold that expired and was then settled late closes twice, and only the
+    /// later record may forget it.
+    state: HoldState,
+    /// Position in the history just after its last entry.
+    next_seq: u64,
+}
+
 /// What an operation changed, for backends that persist rows.
 #[derive(Default, Debug)]
 pub(crate) struct Dirty {
@@ -239,7 +269,13 @@ pub(crate) struct Book {
     pub(crate) entries: Vec<Entry>,
     /// The memory backend's history: compact records that name their hold instead of copying its caller
     /// and attempt, turned into [`Entry`] values only when read ([`Book::history`]).
-    pub(crate) log: Vec<EntryRec>,
+    pub(crate) log: VecDeque<EntryRec>,
+    /// Entries dropped from the front of `log` so far (by retention).
+    log_base: u64,
+    /// Closed holds, oldest first, for retention to forget.
+    closed: VecDeque<Closed>,
+    /// The memory backend's limits on what it keeps; `None` keeps everything.
+    pub(crate) retention: Option<Retention>,
     /// For books read from storage: every scope key looked up (found or not). Changing a scope row that
     /// was never looked up would overwrite the stored one with a blank; debug builds assert it never
     /// happens.
@@ -439,7 +475,10 @@ impl Book {
             expiry: BTreeSet::new(),
             dirty: track.then(Dirty::default),
             entries: Vec::new(),
-            log: Vec::new(),
+            log: VecDeque::new(),
+            log_base: 0,
+            closed: VecDeque::new(),
+            retention: None,
             looked_up: None,
         };
         book.mark_team();
@@ -458,7 +497,10 @@ impl Book {
             expiry: BTreeSet::new(),
             dirty: Some(Dirty::default()),
             entries: Vec::new(),
-            log: Vec::new(),
+            log: VecDeque::new(),
+            log_base: 0,
+            closed: VecDeque::new(),
+            retention: None,
             looked_up: Some(HashSet::default()),
         }
     }
@@ -610,7 +652,7 @@ impl Book {
     ) {
         if self.dirty.is_none() {
             // The memory backend: nothing to persist, keep the compact record.
-            self.log.push(EntryRec {
+            self.log.push_back(EntryRec {
                 kind,
                 amount,
                 at,
@@ -798,6 +840,44 @@ impl Book {
             }
             self.mark_hold(&key);
             self.entry(EntryKind::Expire, amount, Some(&key), None, at);
+            self.note_closed(&key, HoldState::Expired, now);
+        }
+    }
+
+    /// Remembers that a hold closed, for retention (memory backend with limits only).
+    fn note_closed(&mut self, key: &Arc<str>, state: HoldState, now: DateTime<Utc>) {
+        if self.retention.is_some() {
+            self.closed.push_back(Closed {
+                at: now,
+                key: key.clone(),
+                state,
+                next_seq: self.log_base + self.log.len() as u64,
+            });
+        }
+    }
+
+    /// Applies retention: trims the history to its limit, then forgets closed holds past the window whose
+    /// entries have all left the history.
+    fn prune(&mut self, now: DateTime<Utc>) {
+        let Some(r) = self.retention else { return };
+        while self.log.len() > r.history {
+            self.log.pop_front();
+            self.log_base += 1;
+        }
+        while let Some(c) = self.closed.front() {
+            if add(c.at, r.window) > now || c.next_seq > self.log_base {
+                break;
+            }
+            let Some(c) = self.closed.pop_front() else { break };
+            if let Some(h) = self.holds.get(&c.key)
+                && h.state == c.state
+            {
+                let idem = h.idem.clone();
+                self.holds.remove(&c.key);
+                if self.idem.get(&idem) == Some(&c.key) {
+                    self.idem.remove(&idem);
+                }
+            }
         }
     }
 
@@ -954,6 +1034,7 @@ impl Book {
         if overrun > Decimal::ZERO {
             self.entry(EntryKind::Overrun, overrun, Some(&key), None, now);
         }
+        self.note_closed(&key, HoldState::Settled, now);
         let h = self.get_hold(id)?;
         Ok(Out::Settlement(self.settlement_out(h, false)))
     }
@@ -979,6 +1060,7 @@ impl Book {
         }
         self.mark_hold(&key);
         self.entry(EntryKind::Release, amount, Some(&key), None, now);
+        self.note_closed(&key, HoldState::Released, now);
         Ok(Out::Unit)
     }
 
@@ -1178,7 +1260,9 @@ fn run(
 ) -> Result<Outcome, LedgerError> {
     let now = trunc_ms(now);
     book.maintain(now);
-    let out = op(book, now)?;
+    let out = op(book, now);
+    book.prune(now);
+    let out = out?;
     Ok(Outcome {
         refill_due: book.refill_due(),
         out,
