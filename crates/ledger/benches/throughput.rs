@@ -1,6 +1,6 @@
 //! Throughput of 4-scope reserve + settle pairs, per backend, at 1, 4 and 16 concurrent clients.
 //!
-//! `cargo bench -p genroute-ledger --bench throughput -- [memory] [sqlite-full] [sqlite-normal] [postgres]
+//! `cargo bench -p genroute-ledger --bench throughput -- [memory] [memory-bounded] [sqlite-full] [sqlite-normal] [postgres]
 //! [postgres-async] (`GENROUTE_BENCH_PG_CONNECTIONS` overrides the worker connections per instance)
 //! [--secs N] [--clients 1,4,16] [--pairs N]` (all backends when none is named). PostgreSQL reads `GENROUTE_TEST_POSTGRES_URL` (source
 //! `scripts/lib/postgres.sh` and run `ensure_postgres` for a throwaway cluster) and is skipped without it.
@@ -49,6 +49,10 @@ async fn make(backend: &str, run: usize) -> Option<Arc<dyn Ledger>> {
     };
     Some(match backend {
         "memory" => Arc::new(MemoryLedger::with_clock(clock.clone())),
+        // Bounded memory for a long-lived process: the newest 100,000 entries, closed holds kept 1 s.
+        "memory-bounded" => {
+            Arc::new(MemoryLedger::with_clock(clock.clone()).with_retention(100_000, Duration::from_secs(1)))
+        }
         "sqlite-full" => sqlite(SqliteSync::Full),
         "sqlite-normal" => sqlite(SqliteSync::Normal),
         "postgres" | "postgres-async" => {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use genroute_core::{Money, TeamId};
 
 use crate::clock::Clock;
-use crate::error::LedgerError;
+use crate::error::{Denial, LedgerError};
 use crate::logic::{Op, Out, Outcome};
 use crate::types::{
     AutoRefill, Balance, Entry, FundsBatch, HistoryFilter, Hold, HoldId, PlanChange, ReserveRequest, Scope,
@@ -133,6 +133,13 @@ fn unexpected() -> LedgerError {
     LedgerError::storage("ledger", "operation returned an unexpected result")
 }
 
+fn hold_of(out: Result<Out, LedgerError>) -> Result<Hold, LedgerError> {
+    match out? {
+        Out::Hold(h) => Ok(h),
+        _ => Err(unexpected()),
+    }
+}
+
 impl<B: Backend> Engine<B> {
     async fn exec(&self, op: Op) -> Result<Out, LedgerError> {
         // Only a reservation or a settle may trigger a refill.
@@ -141,37 +148,39 @@ impl<B: Backend> Engine<B> {
             _ => None,
         };
         let outcome = self.backend.run(op, self.clock.now()).await?;
-        self.after(outcome, refill_team.as_ref()).await
+        match refill_team {
+            Some(team) if self.wants_refill(&outcome) => Box::pin(self.refill_then(outcome.out, &team)).await,
+            _ => Ok(outcome.out),
+        }
     }
 
-    /// Runs the automatic refill an operation made due (when `team` is given), and returns its result.
-    async fn after(&self, outcome: Outcome, team: Option<&TeamId>) -> Result<Out, LedgerError> {
-        if let Some(team) = team
-            && outcome.refill_due
-        {
-            // The operation itself succeeded; a declined refill only means no funds were added.
-            let _ = self.refill(team).await;
-        }
-        Ok(outcome.out)
+    /// The automatic refill an operation made due, then the operation's result. Boxed where it is awaited:
+    /// it is rare, and inlining its state would make every reserve's and settle's future (which `Ledger`
+    /// boxes again) several times larger.
+    async fn refill_then(&self, out: Out, team: &TeamId) -> Result<Out, LedgerError> {
+        // The operation itself succeeded; a declined refill only means no funds were added.
+        let _ = self.refill(team).await;
+        Ok(out)
     }
 
-    /// [`Engine::after`] without building its future when there is no refill to run (the usual case).
-    async fn finish(&self, outcome: Outcome, team: &TeamId) -> Result<Out, LedgerError> {
-        if outcome.refill_due && self.hook.is_some() {
-            self.after(outcome, Some(team)).await
-        } else {
-            Ok(outcome.out)
-        }
+    fn wants_refill(&self, outcome: &Outcome) -> bool {
+        outcome.refill_due && self.hook.is_some()
     }
 
     /// A reservation, in place when the backend can ([`Backend::reserve_now`]).
     async fn exec_reserve(&self, req: &ReserveRequest) -> Result<Out, LedgerError> {
         let now = self.clock.now();
-        let outcome = match self.backend.reserve_now(req, now) {
-            Some(done) => done?,
-            None => self.backend.run(Op::Reserve(req.clone()), now).await?,
+        // `if let`, not `match`: the in-place answer must not stay alive across the other branch's await
+        // (it would enlarge the future).
+        let outcome = if let Some(done) = self.backend.reserve_now(req, now) {
+            done?
+        } else {
+            self.backend.run(Op::Reserve(req.clone()), now).await?
         };
-        self.finish(outcome, &req.caller.team).await
+        if self.wants_refill(&outcome) {
+            return Box::pin(self.refill_then(outcome.out, &req.caller.team)).await;
+        }
+        Ok(outcome.out)
     }
 
     /// Claims a refill slot, pays through the hook, then applies it (or gives the slot back).
@@ -242,36 +251,44 @@ impl<B: Backend> Engine<B> {
 
     pub(crate) async fn reserve(&self, req: &ReserveRequest) -> Result<Hold, LedgerError> {
         crate::logic::cu(&req.amount)?;
-        let first = self.exec_reserve(req).await;
-        let res = match first {
+        let denial = match self.exec_reserve(req).await {
             Err(LedgerError::Denied(d)) if d.scope.kind() == ScopeKind::Team && self.hook.is_some() => {
-                // The pool ran dry: an automatic refill may make room; try once more after it.
-                if self.refill(&req.caller.team).await.unwrap_or(false) {
-                    self.exec_reserve(req).await
-                } else {
-                    Err(LedgerError::Denied(d))
-                }
+                Box::new(d)
             }
-            other => other,
+            other => return hold_of(other),
         };
-        match res? {
-            Out::Hold(h) => Ok(h),
-            _ => Err(unexpected()),
+        // The pool ran dry: an automatic refill may make room; try once more after it (boxed: rare).
+        hold_of(Box::pin(self.retry_after_refill(req, denial)).await)
+    }
+
+    async fn retry_after_refill(
+        &self,
+        req: &ReserveRequest,
+        denial: Box<Denial>,
+    ) -> Result<Out, LedgerError> {
+        if self.refill(&req.caller.team).await.unwrap_or(false) {
+            self.exec_reserve(req).await
+        } else {
+            Err(LedgerError::Denied(*denial))
         }
     }
 
     pub(crate) async fn settle(&self, hold: &HoldId, actual: &Money) -> Result<Settlement, LedgerError> {
         crate::logic::cu(actual)?;
         let now = self.clock.now();
-        let outcome = match self.backend.settle_now(hold, actual, now) {
-            Some(done) => done?,
-            None => {
-                self.backend
-                    .run(Op::Settle(hold.clone(), actual.clone()), now)
-                    .await?
-            }
+        let outcome = if let Some(done) = self.backend.settle_now(hold, actual, now) {
+            done?
+        } else {
+            self.backend
+                .run(Op::Settle(hold.clone(), actual.clone()), now)
+                .await?
         };
-        match self.finish(outcome, &hold.team).await? {
+        let out = if self.wants_refill(&outcome) {
+            Box::pin(self.refill_then(outcome.out, &hold.team)).await?
+        } else {
+            outcome.out
+        };
+        match out {
             Out::Settlement(s) => Ok(s),
             _ => Err(unexpected()),
         }
@@ -313,14 +330,14 @@ impl<B: Backend> Engine<B> {
 
     pub(crate) async fn usage(&self, scope: &Scope) -> Result<Usage, LedgerError> {
         match self.exec(Op::Usage(scope.clone())).await? {
-            Out::Usage(u) => Ok(u),
+            Out::Usage(u) => Ok(*u),
             _ => Err(unexpected()),
         }
     }
 
     pub(crate) async fn balance(&self, team: &TeamId) -> Result<Balance, LedgerError> {
         match self.exec(Op::Balance(team.clone())).await? {
-            Out::Balance(b) => Ok(b),
+            Out::Balance(b) => Ok(*b),
             _ => Err(unexpected()),
         }
     }

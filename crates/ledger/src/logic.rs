@@ -235,7 +235,8 @@ pub(crate) struct Retention {
 /// A hold that closed (settled, released or expired), as retention remembers it.
 #[derive(Debug)]
 struct Closed {
-    at: DateTime<Utc>,
+    /// When the window after its closing ends.
+    forget_at: DateTime<Utc>,
     key: Arc<str>,
     /// The state it closed in: a hold that expired and was then settled late closes twice, and only the
     /// later record may forget it.
@@ -355,8 +356,9 @@ pub(crate) enum Out {
     Settlement(Settlement),
     Unit,
     Batch(FundsBatch),
-    Usage(Usage),
-    Balance(Balance),
+    // Boxed: rare, and the largest answers; every operation's future carries an `Out`.
+    Usage(Box<Usage>),
+    Balance(Box<Balance>),
     Claim(Option<(Money, Duration)>),
 }
 
@@ -846,9 +848,9 @@ impl Book {
 
     /// Remembers that a hold closed, for retention (memory backend with limits only).
     fn note_closed(&mut self, key: &Arc<str>, state: HoldState, now: DateTime<Utc>) {
-        if self.retention.is_some() {
+        if let Some(r) = self.retention {
             self.closed.push_back(Closed {
-                at: now,
+                forget_at: add(now, r.window),
                 key: key.clone(),
                 state,
                 next_seq: self.log_base + self.log.len() as u64,
@@ -865,7 +867,7 @@ impl Book {
             self.log_base += 1;
         }
         while let Some(c) = self.closed.front() {
-            if add(c.at, r.window) > now || c.next_seq > self.log_base {
+            if c.forget_at > now || c.next_seq > self.log_base {
                 break;
             }
             let Some(c) = self.closed.pop_front() else { break };
@@ -1302,8 +1304,8 @@ fn apply_op(book: &mut Book, op: Op, now: DateTime<Utc>) -> Result<Out, LedgerEr
             book.change_plan(a, change, now);
             Out::Unit
         }
-        Op::Usage(scope) => Out::Usage(book.usage(&scope)),
-        Op::Balance(_) => Out::Balance(book.balance()),
+        Op::Usage(scope) => Out::Usage(Box::new(book.usage(&scope))),
+        Op::Balance(_) => Out::Balance(Box::new(book.balance())),
         Op::Maintain(_) => Out::Unit,
         Op::ClaimRefill(_) => {
             if book.refill_due() {
