@@ -403,6 +403,50 @@ fn caller_scope(c: &Caller, kind: ScopeKind) -> Scope {
     }
 }
 
+/// Takes `amount` from `funds`, earliest-expiring first; returns what could not be covered. A free function
+/// over the fields it needs, so a hold can stay borrowed meanwhile.
+fn draw(funds: &mut [Batch], dirty: &mut Option<Dirty>, amount: Decimal) -> Decimal {
+    let mut left = amount;
+    let order =
+        |a: &Batch, b: &Batch| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id));
+    // Usually already in order (one plan batch, top-ups in expiry order): skip the sort then.
+    if !funds.is_sorted_by(|a, b| order(a, b).is_le()) {
+        funds.sort_by(order);
+    }
+    for b in funds.iter_mut() {
+        if left <= Decimal::ZERO {
+            break;
+        }
+        if b.remaining <= Decimal::ZERO {
+            continue;
+        }
+        let take = b.remaining.min(left);
+        b.remaining -= take;
+        left -= take;
+        if let Some(d) = dirty {
+            d.funds.insert(b.id.clone());
+        }
+    }
+    left
+}
+
+fn settlement_of(team: &TeamId, h: &HoldRow, replayed: bool) -> Settlement {
+    let charged = h.charged.unwrap_or_default();
+    let overrun = if h.late { charged } else { charged - h.amount };
+    Settlement {
+        hold: HoldId {
+            team: team.clone(),
+            key: h.key.clone(),
+        },
+        held: money(h.amount),
+        charged: money(charged),
+        overrun: (overrun > Decimal::ZERO).then(|| money(overrun)),
+        hold_expired: h.late,
+        uncovered: money(h.uncovered),
+        replayed,
+    }
+}
+
 /// Changes a scope row: normalised to the current period (created empty when absent) and marked dirty.
 /// A free function over the fields it needs, so a hold's caller can stay borrowed from `holds` meanwhile.
 fn update_scope(
@@ -733,29 +777,7 @@ impl Book {
 
     /// Takes `amount` from the funds, earliest-expiring first; returns what could not be covered.
     fn draw(&mut self, amount: Decimal) -> Decimal {
-        let mut left = amount;
-        let order = |a: &Batch, b: &Batch| {
-            (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id))
-        };
-        // Usually already in order (one plan batch, top-ups in expiry order): skip the sort then.
-        if !self.funds.is_sorted_by(|a, b| order(a, b).is_le()) {
-            self.funds.sort_by(order);
-        }
-        for b in &mut self.funds {
-            if left <= Decimal::ZERO {
-                break;
-            }
-            if b.remaining <= Decimal::ZERO {
-                continue;
-            }
-            let take = b.remaining.min(left);
-            b.remaining -= take;
-            left -= take;
-            if let Some(d) = &mut self.dirty {
-                d.funds.insert(b.id.clone());
-            }
-        }
-        left
+        draw(&mut self.funds, &mut self.dirty, amount)
     }
 
     fn repay_overdraft(&mut self) {
@@ -894,20 +916,6 @@ impl Book {
         }
     }
 
-    fn settlement_out(&self, h: &HoldRow, replayed: bool) -> Settlement {
-        let charged = h.charged.unwrap_or_default();
-        let overrun = if h.late { charged } else { charged - h.amount };
-        Settlement {
-            hold: self.hold_id(&h.key),
-            held: money(h.amount),
-            charged: money(charged),
-            overrun: (overrun > Decimal::ZERO).then(|| money(overrun)),
-            hold_expired: h.late,
-            uncovered: money(h.uncovered),
-            replayed,
-        }
-    }
-
     fn reserve(&mut self, req: &ReserveRequest, now: DateTime<Utc>) -> Result<Out, LedgerError> {
         let amount = cu(&req.amount)?;
         if let Some(key) = self.idem.get(&req.idempotency_key) {
@@ -934,11 +942,19 @@ impl Book {
         let mut denial: Option<(Decimal, ScopeKind, Option<Decimal>)> = None;
         for k in caller_scopes(&req.caller) {
             // Name the scope with the least room; among equals, the narrower (a cap before the pool).
+            // (Each row read once: the team's gives the pool as `pool_room` does, the others their cap
+            // room as `cap_room` does.)
+            let row = self.scope_view(k);
             let (own, cap) = if k.0 == ScopeKind::Team {
-                (self.pool_room(), self.scope_view(k).cap)
+                let pool = self.funds_total() - row.held - self.team.overdraft;
+                let room = match row.cap {
+                    Some(c) => pool.min(c - row.used - row.held),
+                    None => pool,
+                };
+                (room, row.cap)
             } else {
-                match self.cap_room(k) {
-                    Some((r, c)) => (r, Some(c)),
+                match self.effective_cap(k.0, &row).0 {
+                    Some(c) => (c - row.used - row.held, Some(c)),
                     None => continue,
                 }
             };
@@ -987,11 +1003,15 @@ impl Book {
 
     fn settle(&mut self, id: &HoldId, actual: &Money, now: DateTime<Utc>) -> Result<Out, LedgerError> {
         let charge = cu(actual)?;
-        let h = self.get_hold(id)?;
+        let period = ms(self.team.period_start);
+        // One lookup of the hold: it stays borrowed from `holds` while the other fields change.
+        let Some(h) = self.holds.get_mut(&*id.key) else {
+            return Err(LedgerError::UnknownHold(id.clone()));
+        };
         let late = match h.state {
             HoldState::Settled => {
                 return if h.charged == Some(charge) {
-                    Ok(Out::Settlement(self.settlement_out(h, true)))
+                    Ok(Out::Settlement(settlement_of(&self.team.team, h, true)))
                 } else {
                     Err(LedgerError::SettleConflict {
                         hold: id.clone(),
@@ -1010,26 +1030,36 @@ impl Book {
             HoldState::Held => false,
             HoldState::Expired => true,
         };
-        let (amount, expires_at, key) = (h.amount, h.expires_at, h.key.clone());
-        self.hold_scopes(&key, |row| {
-            if !late {
-                row.held -= amount;
-            }
-            row.used += charge;
-        });
-        let uncovered = self.draw(charge);
+        let amount = h.amount;
+        for k in caller_scopes(&h.caller) {
+            update_scope(
+                &mut self.scopes,
+                &mut self.dirty,
+                self.looked_up.as_ref(),
+                period,
+                k,
+                |row| {
+                    if !late {
+                        row.held -= amount;
+                    }
+                    row.used += charge;
+                },
+            );
+        }
+        let uncovered = draw(&mut self.funds, &mut self.dirty, charge);
         if uncovered > Decimal::ZERO {
             self.team.overdraft += uncovered;
-            self.mark_team();
+            if let Some(d) = &mut self.dirty {
+                d.team = true;
+            }
         }
-        self.expiry.remove(&(expires_at, key.clone()));
-        let Some(h) = self.holds.get_mut(&key) else {
-            return Err(LedgerError::UnknownHold(id.clone()));
-        };
+        let key = h.key.clone();
+        self.expiry.remove(&(h.expires_at, key.clone()));
         h.state = HoldState::Settled;
         h.charged = Some(charge);
         h.uncovered = uncovered;
         h.late = late;
+        let out = settlement_of(&self.team.team, h, false);
         self.mark_hold(&key);
         let overrun = if late { charge } else { charge - amount };
         self.entry(EntryKind::Settle, charge, Some(&key), None, now);
@@ -1037,8 +1067,7 @@ impl Book {
             self.entry(EntryKind::Overrun, overrun, Some(&key), None, now);
         }
         self.note_closed(&key, HoldState::Settled, now);
-        let h = self.get_hold(id)?;
-        Ok(Out::Settlement(self.settlement_out(h, false)))
+        Ok(Out::Settlement(out))
     }
 
     fn release(&mut self, id: &HoldId, now: DateTime<Utc>) -> Result<Out, LedgerError> {
