@@ -553,11 +553,15 @@ impl Book {
 
     /// Adds a hold row read from storage.
     pub(crate) fn insert_loaded_hold(&mut self, h: HoldRow) {
+        self.insert_hold(Box::new(h));
+    }
+
+    fn insert_hold(&mut self, h: Box<HoldRow>) {
         if h.state == HoldState::Held {
             self.expiry.insert((h.expires_at, h.key.clone()));
         }
         self.idem.insert(h.idem.clone(), h.key.clone());
-        self.holds.insert(h.key.clone(), Box::new(h));
+        self.holds.insert(h.key.clone(), h);
     }
 
     fn mark_team(&mut self) {
@@ -893,14 +897,19 @@ impl Book {
                 break;
             }
             let Some(c) = self.closed.pop_front() else { break };
-            if let Some(h) = self.holds.get(&c.key)
-                && h.state == c.state
+            // Remove first and put back in the rare cases it must stay: one lookup per map.
+            let Some(h) = self.holds.remove(&c.key) else {
+                continue;
+            };
+            if h.state != c.state {
+                // Closed again since (a late settle after expiry): a later record forgets it.
+                self.holds.insert(c.key, h);
+                continue;
+            }
+            if let Some(k) = self.idem.remove(&h.idem)
+                && k != c.key
             {
-                let idem = h.idem.clone();
-                self.holds.remove(&c.key);
-                if self.idem.get(&idem) == Some(&c.key) {
-                    self.idem.remove(&idem);
-                }
+                self.idem.insert(h.idem.clone(), k);
             }
         }
     }
@@ -975,7 +984,8 @@ impl Book {
         }
         let key = new_key();
         let expires_at = add(now, req.ttl);
-        let row = HoldRow {
+        // Built in its box: the row is large, and moving it costs a copy.
+        let row = Box::new(HoldRow {
             key: key.clone(),
             idem: req.idempotency_key.clone(),
             caller: req.caller.clone(),
@@ -986,9 +996,9 @@ impl Book {
             uncovered: Decimal::ZERO,
             late: false,
             meta: req.meta.clone(),
-        };
+        });
         let out = self.hold_out(&row, false);
-        self.insert_loaded_hold(row);
+        self.insert_hold(row);
         self.mark_hold(&key);
         self.entry(EntryKind::Reserve, amount, Some(&key), None, now);
         Ok(Out::Hold(out))

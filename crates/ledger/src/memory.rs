@@ -287,6 +287,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hold_closed_twice_is_forgotten_after_its_last_close() {
+        let (l, clock) = ledger(Some((2, Duration::from_secs(60)))).await;
+        let h = l
+            .reserve(&req("late", "5", Duration::from_secs(10)))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(20));
+        traffic(&l, "x", 2).await; // expires at 20 s: forgettable from 80 s
+        clock.advance(Duration::from_secs(30));
+        let s = l.settle(&h.id, &cu("3")).await.unwrap(); // settled late at 50 s: from 110 s
+        assert!(s.hold_expired);
+        clock.advance(Duration::from_secs(40));
+        traffic(&l, "y", 2).await; // 90 s: the expiry's record is due, the settle's is not
+        let again = l.settle(&h.id, &cu("3")).await.unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.charged, cu("3"));
+        clock.advance(Duration::from_secs(30));
+        traffic(&l, "z", 2).await; // 120 s
+        assert!(matches!(
+            l.settle(&h.id, &cu("3")).await,
+            Err(LedgerError::UnknownHold(_))
+        ));
+    }
+
+    #[tokio::test]
     async fn memory_stays_bounded_and_history_is_the_newest_entries() {
         let (bounded, clock) = ledger(Some((50, Duration::from_secs(5)))).await;
         let (full, full_clock) = ledger(None).await;
