@@ -226,6 +226,15 @@ async fn open(
 
 const HOLD_COLS: &str = "key, idem, member, project, api_key, amount, expires_at, state, charged, uncovered, \
                          late, job, attempt, provider, model";
+/// The holds a batch reads, with parameters team ($1), hold keys ($2), idempotency keys ($3) and now
+/// ($4, ms): those named, and those held and due. Written as one index lookup per key (a `LIMIT`ed
+/// lateral subquery cannot be turned into a scan of the team's holds), so its cost does not grow with the
+/// team's history whatever the planner's statistics say. A hold may appear twice.
+const HOLDS_WANTED: &str = "SELECT x.* FROM unnest($2::text[]) k CROSS JOIN LATERAL \
+     (SELECT * FROM ledger_holds WHERE team = $1 AND key = k LIMIT 1) x \
+     UNION ALL SELECT x.* FROM unnest($3::text[]) i CROSS JOIN LATERAL \
+     (SELECT * FROM ledger_holds WHERE team = $1 AND idem = i LIMIT 1) x \
+     UNION ALL SELECT * FROM ledger_holds WHERE team = $1 AND state = 0 AND expires_at <= $4";
 const TEAM_COLS: &str = "team, allowance, pending_allowance, anchor_day, period_start, period_end, default_cap, \
                          refill_threshold, refill_amount, refill_max, refill_valid_ms, refills_used, overdraft";
 
@@ -276,22 +285,16 @@ impl Worker {
                     .to_owned(),
             )
             .await?,
-            holds: prep(format!(
-                "SELECT team, {HOLD_COLS} FROM ledger_holds WHERE team = $1 AND (key = ANY($2) OR idem = ANY($3) \
-                 OR (state = 0 AND expires_at <= $4))"
-            ))
-            .await?,
-            scopes: prep(
-                "WITH h AS (SELECT member, project, api_key FROM ledger_holds WHERE team = $1 AND \
-                 (key = ANY($4) OR idem = ANY($5) OR (state = 0 AND expires_at <= $6))), \
-                 want (kind, id) AS (SELECT * FROM unnest($2::int[], $3::text[]) \
+            holds: prep(format!("SELECT team, {HOLD_COLS} FROM ({HOLDS_WANTED}) h")).await?,
+            scopes: prep(format!(
+                "WITH h AS ({HOLDS_WANTED}), \
+                 want (kind, id) AS (SELECT * FROM unnest($5::int[], $6::text[]) \
                  UNION SELECT 1, member FROM h WHERE member IS NOT NULL \
                  UNION SELECT 2, project FROM h WHERE project IS NOT NULL \
                  UNION SELECT 3, api_key FROM h WHERE api_key IS NOT NULL) \
-                 SELECT s.kind, s.id, s.cap, s.used, s.held, s.period FROM ledger_scopes s \
-                 JOIN want w ON s.kind = w.kind AND s.id = w.id WHERE s.team = $1"
-                    .to_owned(),
-            )
+                 SELECT s.* FROM want w CROSS JOIN LATERAL (SELECT kind, id, cap, used, held, period \
+                 FROM ledger_scopes WHERE team = $1 AND kind = w.kind AND id = w.id LIMIT 1) s"
+            ))
             .await?,
             insert_team: prep(format!(
                 "INSERT INTO ledger_teams ({TEAM_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
@@ -455,7 +458,7 @@ impl Worker {
                     .map(|(t, _, _, k, i, n)| async move { c.query(&st.holds, &[t, k, i, n]).await })
             ),
             try_join_all(q.iter().map(|(t, kinds, ids, k, i, n)| async move {
-                c.query(&st.scopes, &[t, kinds, ids, k, i, n]).await
+                c.query(&st.scopes, &[t, k, i, n, kinds, ids]).await
             })),
         )
         .map_err(err)?;
