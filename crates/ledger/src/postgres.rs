@@ -388,6 +388,10 @@ impl Worker {
                     }
                 }
             }
+            // Let the callers just answered run before the next batch is taken: those that go on with another
+            // operation at once (a settle after its reserve) then join it, rather than each new batch
+            // holding only the operations that arrived while the previous one committed.
+            tokio::task::yield_now().await;
         }
     }
 
