@@ -263,7 +263,7 @@ struct Statements {
     scopes: Statement,
     insert_team: Statement,
     update_team: Statement,
-    upsert_scope: Statement,
+    upsert_scopes: Statement,
     upsert_funds: Statement,
     delete_funds: Statement,
     upsert_holds: Statement,
@@ -400,9 +400,11 @@ impl Worker {
                     .to_owned(),
             )
             .await?,
-            upsert_scope: prep(
-                "INSERT INTO ledger_scopes (team, kind, id, cap, used, held, period) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (team, kind, id) DO UPDATE SET cap = $4, used = $5, held = $6, period = $7"
+            upsert_scopes: prep(
+                "INSERT INTO ledger_scopes (team, kind, id, cap, used, held, period) SELECT $1, * FROM \
+                 unnest($2::int4[], $3::text[], $4::numeric[], $5::numeric[], $6::numeric[], $7::int8[]) \
+                 ON CONFLICT (team, kind, id) DO UPDATE SET cap = EXCLUDED.cap, used = EXCLUDED.used, \
+                 held = EXCLUDED.held, period = EXCLUDED.period"
                     .to_owned(),
             )
             .await?,
@@ -871,18 +873,25 @@ fn writes<'s>(st: &'s Statements, book: &mut Book, create: bool, calls: &mut Vec
         ];
         calls.push((if create { &st.insert_team } else { &st.update_team }, ps));
     }
-    for k in &dirty.scopes {
-        let Some(row) = book.scopes.get(k) else { continue };
+    let scopes: Vec<(&ScopeKey, &ScopeRow)> = dirty
+        .scopes
+        .iter()
+        .filter_map(|k| book.scopes.get(k).map(|r| (k, r)))
+        .collect();
+    if !scopes.is_empty() {
         calls.push((
-            &st.upsert_scope,
+            &st.upsert_scopes,
             vec![
                 p(team.clone()),
-                p(k.kind.code() as i32),
-                p(k.id.to_string()),
-                p(row.cap),
-                p(row.used),
-                p(row.held),
-                p(row.period),
+                p(scopes
+                    .iter()
+                    .map(|(k, _)| k.kind.code() as i32)
+                    .collect::<Vec<_>>()),
+                p(scopes.iter().map(|(k, _)| k.id.to_string()).collect::<Vec<_>>()),
+                p(scopes.iter().map(|(_, r)| r.cap).collect::<Vec<_>>()),
+                p(scopes.iter().map(|(_, r)| r.used).collect::<Vec<_>>()),
+                p(scopes.iter().map(|(_, r)| r.held).collect::<Vec<_>>()),
+                p(scopes.iter().map(|(_, r)| r.period).collect::<Vec<_>>()),
             ],
         ));
     }
