@@ -186,7 +186,14 @@ CREATE TABLE IF NOT EXISTS ledger_teams (
   period_start BIGINT NOT NULL, period_end BIGINT NOT NULL, default_cap NUMERIC,
   refill_threshold NUMERIC, refill_amount NUMERIC, refill_max BIGINT, refill_valid_ms BIGINT,
   refills_used BIGINT NOT NULL, overdraft NUMERIC NOT NULL);
-ALTER TABLE ledger_teams ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
+-- Incremented by every transaction that writes the team's rows. Added to older databases without
+-- taking the table's exclusive lock when it is already there.
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'ledger_teams'::regclass AND attname = 'version'
+                 AND NOT attisdropped) THEN
+    ALTER TABLE ledger_teams ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+  END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS ledger_scopes (
   team TEXT NOT NULL, kind INT NOT NULL, id TEXT NOT NULL, cap NUMERIC, used NUMERIC NOT NULL,
   held NUMERIC NOT NULL, period BIGINT NOT NULL, PRIMARY KEY (team, kind, id));
