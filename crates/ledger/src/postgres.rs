@@ -123,6 +123,10 @@ impl Backend for PgBackend {
 }
 
 /// The PostgreSQL ledger. Any number of instances, in any number of processes, may share one database.
+///
+/// All of them must run this version of the ledger or a later one: each connection reuses the rows it
+/// committed while the team row's `version` shows that nobody wrote since, and a process of an earlier
+/// version writes without incrementing it. Upgrade by stopping every process on the old version first.
 #[derive(Debug)]
 pub struct PostgresLedger {
     engine: Engine<PgBackend>,
