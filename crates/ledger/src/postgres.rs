@@ -1,12 +1,24 @@
 //! The PostgreSQL backend: one database shared by processes on many hosts.
 //!
 //! Worker tasks per [`PostgresLedger`] (one by default), each with its own connection, take queued
-//! operations in batches. A batch is one transaction: it locks the row of every team it touches with `SELECT … ORDER BY
-//! team FOR UPDATE` (a fixed order, so two batches never deadlock), reads the rows its operations need,
-//! applies the operations one by one in Rust (each all-or-nothing across all of its scopes), writes what
-//! changed and commits. The team row is the lock for all of the team's scopes, holds and funds: every
-//! writer takes it first. Statements are prepared once per connection and pipelined, so a batch costs two
-//! round trips whatever its size (begin + lock + reads; writes + commit). Amounts are `NUMERIC`.
+//! operations in batches. A batch is one transaction: it locks the row of every team it touches (a fixed
+//! order, byte order of the team id, so two batches never deadlock), applies the operations one by one in
+//! Rust (each all-or-nothing across all of its scopes), writes what changed and commits. The team row is
+//! the lock for all of the team's scopes, holds and funds: every writer takes it first, and increments
+//! the row's `version`. Statements are prepared once per connection and pipelined.
+//!
+//! A batch runs in one of two ways:
+//! - **Read** (two round trips): `BEGIN`, lock with `SELECT … FOR UPDATE`, read the funds, the holds the
+//!   operations name or that are due, and the scope rows they need; then every write and `COMMIT`.
+//! - **Cached** (one round trip): after committing, a connection keeps the books it wrote (open holds
+//!   only). When the next batch needs nothing those books lack, it sends `BEGIN`, then per team an
+//!   `UPDATE` that takes the same row lock and fails the transaction unless the version is still the one
+//!   the connection committed (no other writer since), and a check that no hold carries an idempotency
+//!   key the book does not know, then every write and `COMMIT`. If a check fails, the transaction rolls
+//!   back and the batch runs again the read way. Nothing is trusted across transactions unchecked, so
+//!   any number of hosts may share a team; a team found stale is not cached for a while.
+//!
+//! Amounts are `NUMERIC`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,6 +31,7 @@ use genroute_core::{
     ApiKeyId, Caller, Decimal, IdempotencyKey, JobId, MemberId, ModelId, Money, ProjectId, ProviderId, TeamId,
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
@@ -110,6 +123,10 @@ impl Backend for PgBackend {
 }
 
 /// The PostgreSQL ledger. Any number of instances, in any number of processes, may share one database.
+///
+/// All of them must run this version of the ledger or a later one: each connection reuses the rows it
+/// committed while the team row's `version` shows that nobody wrote since, and a process of an earlier
+/// version writes without incrementing it. Upgrade by stopping every process on the old version first.
 #[derive(Debug)]
 pub struct PostgresLedger {
     engine: Engine<PgBackend>,
@@ -173,6 +190,14 @@ CREATE TABLE IF NOT EXISTS ledger_teams (
   period_start BIGINT NOT NULL, period_end BIGINT NOT NULL, default_cap NUMERIC,
   refill_threshold NUMERIC, refill_amount NUMERIC, refill_max BIGINT, refill_valid_ms BIGINT,
   refills_used BIGINT NOT NULL, overdraft NUMERIC NOT NULL);
+-- Incremented by every transaction that writes the team's rows. Added to older databases without
+-- taking the table's exclusive lock when it is already there.
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'ledger_teams'::regclass AND attname = 'version'
+                 AND NOT attisdropped) THEN
+    ALTER TABLE ledger_teams ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+  END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS ledger_scopes (
   team TEXT NOT NULL, kind INT NOT NULL, id TEXT NOT NULL, cap NUMERIC, used NUMERIC NOT NULL,
   held NUMERIC NOT NULL, period BIGINT NOT NULL, PRIMARY KEY (team, kind, id));
@@ -226,17 +251,30 @@ async fn open(
 
 const HOLD_COLS: &str = "key, idem, member, project, api_key, amount, expires_at, state, charged, uncovered, \
                          late, job, attempt, provider, model";
+/// The holds a batch reads, with parameters team ($1), hold keys ($2), idempotency keys ($3) and now
+/// ($4, ms): those named, and those held and due. Written as one index lookup per key (a `LIMIT`ed
+/// lateral subquery cannot be turned into a scan of the team's holds), so its cost does not grow with the
+/// team's history whatever the planner's statistics say. A hold may appear twice.
+const HOLDS_WANTED: &str = "SELECT x.* FROM unnest($2::text[]) k CROSS JOIN LATERAL \
+     (SELECT * FROM ledger_holds WHERE team = $1 AND key = k LIMIT 1) x \
+     UNION ALL SELECT x.* FROM unnest($3::text[]) i CROSS JOIN LATERAL \
+     (SELECT * FROM ledger_holds WHERE team = $1 AND idem = i LIMIT 1) x \
+     UNION ALL SELECT * FROM ledger_holds WHERE team = $1 AND state = 0 AND expires_at <= $4";
 const TEAM_COLS: &str = "team, allowance, pending_allowance, anchor_day, period_start, period_end, default_cap, \
                          refill_threshold, refill_amount, refill_max, refill_valid_ms, refills_used, overdraft";
 
 struct Statements {
     lock_teams: Statement,
+    horizon: Statement,
+    bump: Statement,
+    check: Statement,
+    absent: Statement,
     funds: Statement,
     holds: Statement,
     scopes: Statement,
     insert_team: Statement,
     update_team: Statement,
-    upsert_scope: Statement,
+    upsert_scopes: Statement,
     upsert_funds: Statement,
     delete_funds: Statement,
     upsert_holds: Statement,
@@ -247,6 +285,60 @@ struct Statements {
 struct Worker {
     client: Client,
     st: Statements,
+    /// Books of teams this connection wrote last, for the one-round-trip path.
+    cache: HashMap<TeamId, Cached>,
+    /// Teams whose cached book was recently found stale: not cached for a number of batches.
+    cold: HashMap<TeamId, u32>,
+}
+
+/// A team's book as this connection committed it.
+struct Cached {
+    /// The team row's `version` after that commit. Every transaction that writes any of the team's rows
+    /// increments it under the team's row lock, so an unchanged version proves the rows are unchanged.
+    version: i64,
+    /// No open hold missing from the book expires before this instant (ms): up to then, the book knows
+    /// every hold that maintenance could expire.
+    horizon: i64,
+    book: Book,
+}
+
+/// Open holds kept in a cached book at most; a larger book is dropped (the next batch reads from the
+/// database).
+const MAX_CACHED_HOLDS: usize = 4096;
+/// Teams whose books a connection keeps at most (beyond, an arbitrary one is dropped).
+const MAX_CACHED_TEAMS: usize = 1024;
+/// Batches for which a team is not cached after its cached book was found stale (another connection
+/// wrote the team).
+const COLD_BATCHES: u32 = 16;
+
+impl Cached {
+    /// Whether the book holds everything `op` at `now` (ms) may read: the scope rows it names, the hold it
+    /// addresses and their scope rows, every hold due by then and their scope rows. An idempotency key
+    /// missing from the book is checked in the database (the `absent` statement).
+    fn covers(&self, op: &Op, now: i64) -> bool {
+        let book = &self.book;
+        let Some(seen) = &book.looked_up else {
+            return false;
+        };
+        let known = |caller: &Caller| {
+            crate::logic::hold_scope_keys(caller)
+                .iter()
+                .all(|k| seen.contains(k))
+        };
+        if now >= self.horizon || !op.scope_keys().iter().all(|k| seen.contains(k)) {
+            return false;
+        }
+        if let Some(key) = op.hold_key() {
+            match book.holds.get(key) {
+                Some(h) if known(&h.caller) => {}
+                _ => return false,
+            }
+        }
+        book.expiry
+            .iter()
+            .take_while(|(t, _)| ms(*t) <= now)
+            .all(|(_, k)| book.holds.get(k).is_some_and(|h| known(&h.caller)))
+    }
 }
 
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -267,8 +359,29 @@ impl Worker {
         };
         let st = Statements {
             lock_teams: prep(format!(
-                "SELECT {TEAM_COLS} FROM ledger_teams WHERE team = ANY($1) ORDER BY team FOR UPDATE"
+                "SELECT {TEAM_COLS}, version FROM ledger_teams WHERE team = ANY($1) ORDER BY team COLLATE \"C\" \
+                 FOR UPDATE"
             ))
+            .await?,
+            horizon: prep(
+                "SELECT min(expires_at) FROM ledger_holds WHERE team = $1 AND state = 0 AND expires_at > $2"
+                    .to_owned(),
+            )
+            .await?,
+            bump: prep("UPDATE ledger_teams SET version = version + 1 WHERE team = $1".to_owned()).await?,
+            // Locks the team and fails (division by zero) unless its version is still $2.
+            check: prep(
+                "WITH u AS (UPDATE ledger_teams SET version = version + 1 WHERE team = $1 AND version = $2 \
+                 RETURNING 1) SELECT 1 / count(*)::int FROM u"
+                    .to_owned(),
+            )
+            .await?,
+            // Fails (division by zero) if any of the idempotency keys $2 has a hold.
+            absent: prep(
+                "SELECT 1 / (count(*) = 0)::int FROM unnest($2::text[]) i CROSS JOIN LATERAL \
+                 (SELECT 1 FROM ledger_holds WHERE team = $1 AND idem = i LIMIT 1) x"
+                    .to_owned(),
+            )
             .await?,
             funds: prep(
                 "SELECT team, id, kind, granted, remaining, expires_at, created_at FROM ledger_funds \
@@ -276,22 +389,16 @@ impl Worker {
                     .to_owned(),
             )
             .await?,
-            holds: prep(format!(
-                "SELECT team, {HOLD_COLS} FROM ledger_holds WHERE team = $1 AND (key = ANY($2) OR idem = ANY($3) \
-                 OR (state = 0 AND expires_at <= $4))"
-            ))
-            .await?,
-            scopes: prep(
-                "WITH h AS (SELECT member, project, api_key FROM ledger_holds WHERE team = $1 AND \
-                 (key = ANY($4) OR idem = ANY($5) OR (state = 0 AND expires_at <= $6))), \
-                 want (kind, id) AS (SELECT * FROM unnest($2::int[], $3::text[]) \
+            holds: prep(format!("SELECT team, {HOLD_COLS} FROM ({HOLDS_WANTED}) h")).await?,
+            scopes: prep(format!(
+                "WITH h AS ({HOLDS_WANTED}), \
+                 want (kind, id) AS (SELECT * FROM unnest($5::int[], $6::text[]) \
                  UNION SELECT 1, member FROM h WHERE member IS NOT NULL \
                  UNION SELECT 2, project FROM h WHERE project IS NOT NULL \
                  UNION SELECT 3, api_key FROM h WHERE api_key IS NOT NULL) \
-                 SELECT s.kind, s.id, s.cap, s.used, s.held, s.period FROM ledger_scopes s \
-                 JOIN want w ON s.kind = w.kind AND s.id = w.id WHERE s.team = $1"
-                    .to_owned(),
-            )
+                 SELECT s.* FROM want w CROSS JOIN LATERAL (SELECT kind, id, cap, used, held, period \
+                 FROM ledger_scopes WHERE team = $1 AND kind = w.kind AND id = w.id LIMIT 1) s"
+            ))
             .await?,
             insert_team: prep(format!(
                 "INSERT INTO ledger_teams ({TEAM_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
@@ -304,9 +411,11 @@ impl Worker {
                     .to_owned(),
             )
             .await?,
-            upsert_scope: prep(
-                "INSERT INTO ledger_scopes (team, kind, id, cap, used, held, period) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (team, kind, id) DO UPDATE SET cap = $4, used = $5, held = $6, period = $7"
+            upsert_scopes: prep(
+                "INSERT INTO ledger_scopes (team, kind, id, cap, used, held, period) SELECT $1, * FROM \
+                 unnest($2::int4[], $3::text[], $4::numeric[], $5::numeric[], $6::numeric[], $7::int8[]) \
+                 ON CONFLICT (team, kind, id) DO UPDATE SET cap = EXCLUDED.cap, used = EXCLUDED.used, \
+                 held = EXCLUDED.held, period = EXCLUDED.period"
                     .to_owned(),
             )
             .await?,
@@ -339,10 +448,15 @@ impl Worker {
             )
             .await?,
         };
-        Ok(Self { client, st })
+        Ok(Self {
+            client,
+            st,
+            cache: HashMap::default(),
+            cold: HashMap::default(),
+        })
     }
 
-    async fn run(self, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>, max_batch: usize) {
+    async fn run(mut self, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>, max_batch: usize) {
         loop {
             let jobs = {
                 let mut rx = rx.lock().await;
@@ -385,6 +499,10 @@ impl Worker {
                     }
                 }
             }
+            // Let the callers just answered run before the next batch is taken: those that go on with another
+            // operation at once (a settle after its reserve) then join it, rather than each new batch
+            // holding only the operations that arrived while the previous one committed.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -407,13 +525,126 @@ impl Worker {
         }
     }
 
-    /// One transaction for a batch of operations. `Err` = nothing was committed.
+    /// One transaction for a batch of operations: from the cached books when they cover the batch and
+    /// are still current, else (or when they turn out stale, then nothing was written) from rows read
+    /// under the team locks. `Err` = nothing was committed, or the commit's outcome is unknown.
     async fn batch(
-        &self,
+        &mut self,
         ops: Vec<(Op, DateTime<Utc>)>,
     ) -> Result<Vec<Result<Outcome, LedgerError>>, LedgerError> {
-        let c = &self.client;
-        let st = &self.st;
+        if let Some(results) = self.batch_cached(&ops).await? {
+            return Ok(results);
+        }
+        self.batch_read(ops).await
+    }
+
+    /// The batch in one round trip, on this connection's books of its teams: begin; for each team, in a
+    /// fixed order, lock its row and check (failing the transaction otherwise) that its version is the
+    /// cached one, so that nothing was written since this connection's last commit, and that no hold
+    /// carries an idempotency key the book does not know; then every write and the commit. `Ok(None)`:
+    /// the books do not cover the batch, or were stale (the transaction then failed and rolled back).
+    async fn batch_cached(
+        &mut self,
+        ops: &[(Op, DateTime<Utc>)],
+    ) -> Result<Option<Vec<Result<Outcome, LedgerError>>>, LedgerError> {
+        let Worker {
+            client: c,
+            st,
+            cache,
+            cold,
+        } = self;
+        let covered = ops.iter().all(|(op, now)| {
+            cache
+                .get(op.team())
+                .is_some_and(|e| e.covers(op, ms(trunc_ms(*now))))
+        });
+        if !covered {
+            return Ok(None);
+        }
+        // Sorted by team (byte order, as the lock statement's `COLLATE "C"`): the fixed lock order.
+        let teams: BTreeSet<TeamId> = ops.iter().map(|(op, _)| op.team().clone()).collect();
+        let mut books: Vec<(TeamId, Cached)> = teams
+            .into_iter()
+            .filter_map(|t| cache.remove(&t).map(|e| (t, e)))
+            .collect();
+        let mut unknown_idems: Vec<Vec<String>> = vec![Vec::new(); books.len()];
+        let mut results = Vec::with_capacity(ops.len());
+        for (op, now) in ops {
+            let Some(i) = books.iter().position(|(t, _)| t == op.team()) else {
+                return Ok(None);
+            };
+            if let Some(idem) = op.idem()
+                && !books[i].1.book.idem.contains_key(idem)
+            {
+                unknown_idems[i].push(idem.as_str().to_owned());
+            }
+            results.push(apply(&mut books[i].1.book, op.clone(), *now));
+        }
+        let checks: Vec<(String, i64)> = books
+            .iter()
+            .map(|(t, e)| (t.as_str().to_owned(), e.version))
+            .collect();
+        let mut calls: Vec<(&Statement, Params)> = Vec::new();
+        for ((t, v), idems) in checks.iter().zip(unknown_idems) {
+            calls.push((&st.check, vec![p(t.clone()), p(*v)]));
+            if !idems.is_empty() {
+                calls.push((&st.absent, vec![p(t.clone()), p(idems)]));
+            }
+        }
+        for (_, e) in &mut books {
+            writes(st, &mut e.book, false, &mut calls);
+        }
+        let futs = calls
+            .iter()
+            .map(|(s, ps)| c.execute_raw(*s, ps.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync))));
+        let (begun, written, committed) = tokio::join!(
+            c.batch_execute("BEGIN"),
+            join_all(futs),
+            c.batch_execute("COMMIT")
+        );
+        begun.map_err(err)?;
+        // A failed statement aborts the transaction: the statements after it fail too, and `COMMIT` rolls
+        // back. The checks fail with a division by zero; a hold inserted under an idempotency key that
+        // another one took meanwhile fails on the unique index.
+        let mut stale = false;
+        for w in written {
+            if let Err(e) = w {
+                match e.code() {
+                    Some(&SqlState::DIVISION_BY_ZERO) | Some(&SqlState::UNIQUE_VIOLATION) => stale = true,
+                    Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {}
+                    _ => return Err(err(e)),
+                }
+            }
+        }
+        committed.map_err(err)?;
+        if stale {
+            if cold.len() >= MAX_CACHED_TEAMS {
+                cold.clear();
+            }
+            for (t, _) in books {
+                cold.insert(t, COLD_BATCHES);
+            }
+            return Ok(None);
+        }
+        for (t, mut e) in books {
+            e.version += 1;
+            keep(cache, t, e);
+        }
+        Ok(Some(results))
+    }
+
+    /// The batch in two round trips, reading what it needs under the team locks.
+    async fn batch_read(
+        &mut self,
+        ops: Vec<(Op, DateTime<Utc>)>,
+    ) -> Result<Vec<Result<Outcome, LedgerError>>, LedgerError> {
+        let Worker {
+            client: c,
+            st,
+            cache,
+            cold,
+        } = self;
+        let (c, st) = (&*c, &*st);
         let teams: Vec<String> = ops
             .iter()
             .map(|(op, _)| op.team().as_str().to_owned())
@@ -445,23 +676,34 @@ impl Worker {
         // lock is granted (READ COMMITTED takes a snapshot per statement, and a connection runs its
         // pipelined statements in order), read their funds, the holds named, replayed or due, and the
         // scope rows of the operations and of those holds.
+        for t in &teams {
+            if let Ok(t) = TeamId::new(t.as_str()) {
+                cache.remove(&t);
+            }
+        }
         let tp: [&(dyn ToSql + Sync); 1] = [&teams];
-        let (_, team_rows, fund_rows, hold_rows, scope_rows) = tokio::try_join!(
+        let (_, team_rows, horizons, fund_rows, hold_rows, scope_rows) = tokio::try_join!(
             c.batch_execute("BEGIN"),
             c.query(&st.lock_teams, &tp),
+            try_join_all(
+                q.iter()
+                    .map(|(t, _, _, _, _, n)| async move { c.query_one(&st.horizon, &[t, n]).await })
+            ),
             c.query(&st.funds, &tp),
             try_join_all(
                 q.iter()
                     .map(|(t, _, _, k, i, n)| async move { c.query(&st.holds, &[t, k, i, n]).await })
             ),
             try_join_all(q.iter().map(|(t, kinds, ids, k, i, n)| async move {
-                c.query(&st.scopes, &[t, kinds, ids, k, i, n]).await
+                c.query(&st.scopes, &[t, k, i, n, kinds, ids]).await
             })),
         )
         .map_err(err)?;
         let mut books: HashMap<TeamId, Book> = HashMap::default();
+        let mut versions: HashMap<TeamId, i64> = HashMap::default();
         for r in &team_rows {
             let row = team_row(r).map_err(err)?;
+            versions.insert(row.team.clone(), r.try_get(13).map_err(err)?);
             books.insert(row.team.clone(), Book::loaded(row));
         }
         for r in &fund_rows {
@@ -536,9 +778,10 @@ impl Worker {
                 None => Err(LedgerError::UnknownTeam(team)),
             });
         }
-        // Second round trip: every write and the commit, pipelined.
+        // Second round trip: every write, the version increments and the commit, pipelined.
         let mut calls: Vec<(&Statement, Params)> = Vec::new();
-        for book in books.values_mut() {
+        for (team, book) in &mut books {
+            calls.push((&st.bump, vec![p(team.as_str().to_owned())]));
             writes(st, book, false, &mut calls);
         }
         let futs = calls
@@ -549,6 +792,35 @@ impl Worker {
             w.map_err(err)?;
         }
         committed.map_err(err)?;
+        // Keep the books for the next batch: they are what was just committed.
+        for (qt, row) in q.iter().zip(&horizons) {
+            let Ok(team) = TeamId::new(qt.0.as_str()) else {
+                continue;
+            };
+            let (Some(book), Some(&version)) = (books.remove(&team), versions.get(&team)) else {
+                continue;
+            };
+            if let Some(n) = cold.get_mut(&team) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    cold.remove(&team);
+                }
+                continue;
+            }
+            let Ok(horizon) = row.try_get::<_, Option<i64>>(0) else {
+                continue;
+            };
+            let horizon = horizon.unwrap_or(i64::MAX);
+            keep(
+                cache,
+                team,
+                Cached {
+                    version: version + 1,
+                    horizon,
+                    book,
+                },
+            );
+        }
         Ok(results)
     }
 
@@ -612,18 +884,25 @@ fn writes<'s>(st: &'s Statements, book: &mut Book, create: bool, calls: &mut Vec
         ];
         calls.push((if create { &st.insert_team } else { &st.update_team }, ps));
     }
-    for k in &dirty.scopes {
-        let Some(row) = book.scopes.get(k) else { continue };
+    let scopes: Vec<(&ScopeKey, &ScopeRow)> = dirty
+        .scopes
+        .iter()
+        .filter_map(|k| book.scopes.get(k).map(|r| (k, r)))
+        .collect();
+    if !scopes.is_empty() {
         calls.push((
-            &st.upsert_scope,
+            &st.upsert_scopes,
             vec![
                 p(team.clone()),
-                p(k.kind.code() as i32),
-                p(k.id.to_string()),
-                p(row.cap),
-                p(row.used),
-                p(row.held),
-                p(row.period),
+                p(scopes
+                    .iter()
+                    .map(|(k, _)| k.kind.code() as i32)
+                    .collect::<Vec<_>>()),
+                p(scopes.iter().map(|(k, _)| k.id.to_string()).collect::<Vec<_>>()),
+                p(scopes.iter().map(|(_, r)| r.cap).collect::<Vec<_>>()),
+                p(scopes.iter().map(|(_, r)| r.used).collect::<Vec<_>>()),
+                p(scopes.iter().map(|(_, r)| r.held).collect::<Vec<_>>()),
+                p(scopes.iter().map(|(_, r)| r.period).collect::<Vec<_>>()),
             ],
         ));
     }
@@ -704,6 +983,23 @@ fn writes<'s>(st: &'s Statements, book: &mut Book, create: bool, calls: &mut Vec
         ));
     }
     book.dirty = Some(crate::logic::Dirty::default());
+}
+
+/// Keeps a committed book for the next batch, without its finished holds (a later operation on one of
+/// them reads it from the database); not when it still has too many open holds to be worth keeping.
+fn keep(cache: &mut HashMap<TeamId, Cached>, team: TeamId, mut e: Cached) {
+    e.book.holds.retain(|_, h| h.state == HoldState::Held);
+    let holds = &e.book.holds;
+    e.book.idem.retain(|_, k| holds.contains_key(k));
+    if e.book.holds.len() > MAX_CACHED_HOLDS {
+        return;
+    }
+    if cache.len() >= MAX_CACHED_TEAMS
+        && let Some(other) = cache.keys().next().cloned()
+    {
+        cache.remove(&other);
+    }
+    cache.insert(team, e);
 }
 
 fn team_row(r: &Row) -> Result<TeamRow, Box<dyn std::error::Error + Send + Sync>> {
