@@ -53,7 +53,7 @@ struct ImagesResponse<'a> {
 struct ImageData<'a> {
     /// Borrowed from the response body when it holds no JSON escapes (base64 never needs any), so the
     /// largest field of the answer is decoded straight from the body, never copied first.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_str")]
     b64_json: Option<Cow<'a, str>>,
     #[serde(default)]
     url: Option<String>,
@@ -75,6 +75,37 @@ struct InputDetails {
     text_tokens: Option<u64>,
     #[serde(default)]
     image_tokens: Option<u64>,
+}
+
+/// A JSON string borrowed from the input when it has no escapes (serde's own `Cow<str>` always copies), owned
+/// otherwise (e.g. a `\/` escape, which JSON allows in base64).
+fn borrowed_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    d.deserialize_option(V)
 }
 
 fn image_media_type(format: &str) -> String {
@@ -377,5 +408,22 @@ impl Provider for OpenAiProvider {
         }
         g.timings.total = started.elapsed();
         Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn b64_is_borrowed_from_the_body_unless_escaped() {
+        let plain = br#"{"data":[{"b64_json":"aGk/+w=="},{"url":"https://x/y.png"},{"b64_json":null}]}"#;
+        let r: ImagesResponse<'_> = serde_json::from_slice(plain).unwrap();
+        assert!(matches!(r.data[0].b64_json, Some(Cow::Borrowed("aGk/+w=="))));
+        assert!(r.data[1].b64_json.is_none() && r.data[2].b64_json.is_none());
+        // JSON may escape `/`: still read correctly (then owned).
+        let escaped = br#"{"data":[{"b64_json":"aGk\/+w=="}]}"#;
+        let r: ImagesResponse<'_> = serde_json::from_slice(escaped).unwrap();
+        assert!(matches!(&r.data[0].b64_json, Some(Cow::Owned(s)) if s == "aGk/+w=="));
     }
 }
