@@ -345,7 +345,8 @@ impl Router {
         );
         let mut state = JobState {
             job_id,
-            route_name: request.route.clone(),
+            // Set by `run` once the name is resolved (nothing reads it before).
+            route_name: String::new(),
             attempts: Vec::new(),
             spend_cu: Decimal::ZERO,
             retry_spend_cu: Decimal::ZERO,
@@ -575,7 +576,7 @@ impl Router {
                                 let per_output = total / Decimal::from(outputs);
                                 return Ok(Outcome {
                                     job_id: state.job_id.clone(),
-                                    route: state.route_name.clone(),
+                                    route: std::mem::take(&mut state.route_name),
                                     target: step.target.clone(),
                                     generation,
                                     attempts: std::mem::take(&mut state.attempts),
