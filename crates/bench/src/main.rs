@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod measure;
+mod noledger;
 mod overhead;
 mod poll;
 mod report;

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::measure::{Args, Res, Samples, process_cpu_ns, write_result};
+use crate::noledger::NoLedger;
 use crate::serve::Env;
 use crate::setup::{Renamed, caller, fund, prices_with_openai_aliases, route};
 
@@ -29,23 +30,27 @@ pub const PROMPT: &str = "a lighthouse at dusk, watercolor";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Raw,
+    RawClient,
     Adapter,
     RouterMemory,
     RouterSqlite,
     RouterTelemetry,
     RouterTwo,
+    RouterNoLedger,
     RawFail,
     Failover,
 }
 
 impl Mode {
-    const ALL: [Mode; 8] = [
+    const ALL: [Mode; 10] = [
         Mode::Raw,
+        Mode::RawClient,
         Mode::Adapter,
         Mode::RouterMemory,
         Mode::RouterSqlite,
         Mode::RouterTelemetry,
         Mode::RouterTwo,
+        Mode::RouterNoLedger,
         Mode::RawFail,
         Mode::Failover,
     ];
@@ -53,6 +58,9 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Raw => "raw reqwest",
+            Mode::RawClient => {
+                "raw reqwest, client built like the adapter's (HttpConfig: request timeout, pool, 5 redirects)"
+            }
             Mode::Adapter => "genroute adapter only (OpenAiProvider::generate)",
             Mode::RouterMemory => "genroute router, MemoryLedger",
             Mode::RouterSqlite => "genroute router, SqliteLedger",
@@ -60,6 +68,9 @@ impl Mode {
                 "genroute router, MemoryLedger + telemetry (OTel layer, metrics, OTLP to a discarding sink)"
             }
             Mode::RouterTwo => "genroute router, route of 2 deployments",
+            Mode::RouterNoLedger => {
+                "genroute router, no-op ledger (bench-only breakdown: minus the ledger's share)"
+            }
             Mode::RawFail => "raw reqwest to the failing primary (500)",
             Mode::Failover => "genroute failover job (500 then fallback)",
         }
@@ -68,11 +79,13 @@ impl Mode {
     fn key(self) -> &'static str {
         match self {
             Mode::Raw => "raw",
+            Mode::RawClient => "raw_client",
             Mode::Adapter => "adapter",
             Mode::RouterMemory => "router_memory",
             Mode::RouterSqlite => "router_sqlite",
             Mode::RouterTelemetry => "router_telemetry",
             Mode::RouterTwo => "router_two",
+            Mode::RouterNoLedger => "router_noledger",
             Mode::RawFail => "raw_fail",
             Mode::Failover => "failover",
         }
@@ -82,6 +95,8 @@ impl Mode {
 struct Ctx {
     env: Env,
     http: reqwest::Client,
+    /// A client with the adapter's settings (`HttpConfig::build_client`), for `raw_client`.
+    http_config: reqwest::Client,
     body: Value,
     job: Job,
     caller: Caller,
@@ -90,6 +105,7 @@ struct Ctx {
     r_sqlite: Router,
     r_tel: Router,
     r_fo: Router,
+    r_noledger: Router,
     guard: TelemetryGuard,
 }
 
@@ -140,9 +156,8 @@ fn never_open() -> RouterSettings {
     }
 }
 
-async fn raw(ctx: &Ctx, base: &str, expect_ok: bool) -> Res<usize> {
-    let resp = ctx
-        .http
+async fn raw(ctx: &Ctx, http: &reqwest::Client, base: &str, expect_ok: bool) -> Res<usize> {
+    let resp = http
         .post(format!("{base}/images/generations"))
         .bearer_auth(&ctx.env.openai_key)
         .json(&ctx.body)
@@ -167,10 +182,13 @@ async fn raw(ctx: &Ctx, base: &str, expect_ok: bool) -> Res<usize> {
 async fn call(ctx: &Ctx, mode: Mode, n: u64) -> Res<()> {
     match mode {
         Mode::Raw => {
-            raw(ctx, &ctx.env.openai_ok, true).await?;
+            raw(ctx, &ctx.http, &ctx.env.openai_ok, true).await?;
+        }
+        Mode::RawClient => {
+            raw(ctx, &ctx.http_config, &ctx.env.openai_ok, true).await?;
         }
         Mode::RawFail => {
-            raw(ctx, &ctx.env.openai_fail, false).await?;
+            raw(ctx, &ctx.http, &ctx.env.openai_fail, false).await?;
         }
         Mode::Adapter => {
             let req = ProviderRequest {
@@ -183,9 +201,14 @@ async fn call(ctx: &Ctx, mode: Mode, n: u64) -> Res<()> {
                 return Err("adapter: no output".into());
             }
         }
-        Mode::RouterMemory | Mode::RouterSqlite | Mode::RouterTelemetry | Mode::RouterTwo => {
+        Mode::RouterMemory
+        | Mode::RouterSqlite
+        | Mode::RouterTelemetry
+        | Mode::RouterTwo
+        | Mode::RouterNoLedger => {
             let (r, route) = match mode {
                 Mode::RouterSqlite => (&ctx.r_sqlite, "img"),
+                Mode::RouterNoLedger => (&ctx.r_noledger, "img"),
                 Mode::RouterTelemetry => (&ctx.r_tel, "img"),
                 Mode::RouterTwo => (&ctx.r_mem, "img2"),
                 _ => (&ctx.r_mem, "img"),
@@ -252,6 +275,8 @@ pub fn run(args: &Args) -> Res<()> {
         fund(mem_tel.as_ref(), &caller).await?;
         let mem_fo: Arc<dyn Ledger> = Arc::new(MemoryLedger::new());
         fund(mem_fo.as_ref(), &caller).await?;
+        let no_ledger: Arc<dyn Ledger> = Arc::new(NoLedger::new());
+        fund(no_ledger.as_ref(), &caller).await?;
         let guard = TelemetryGuard::init_with_env(
             &TelemetryConfig {
                 metric_interval: Some(Duration::from_secs(5)),
@@ -266,6 +291,7 @@ pub fn run(args: &Args) -> Res<()> {
             .into();
         let ctx = Ctx {
             http: reqwest::Client::new(),
+            http_config: genroute_http::HttpConfig::default().build_client()?,
             body: json!({"model": "gpt-image-1", "prompt": PROMPT, "n": 1, "size": "1024x1024", "quality": "low"}),
             job,
             adapter: openai(&env, &env.openai_ok)?,
@@ -275,6 +301,7 @@ pub fn run(args: &Args) -> Res<()> {
                 .cost_sink(Arc::new(guard.cost_metrics()))
                 .build(),
             r_fo: router(&env, mem_fo.clone(), never_open())?.build(),
+            r_noledger: router(&env, no_ledger, RouterSettings::default())?.build(),
             guard,
             caller,
             env,

@@ -40,16 +40,36 @@ pub async fn read_limited(response: &mut reqwest::Response, limit: usize) -> Res
     {
         return Err(BodyError::TooLarge { limit });
     }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| BodyError::Transport(e.without_url()))?
-    {
-        if buf.len() + chunk.len() > limit {
+    let hint = response.content_length();
+    let mut next = async || {
+        response
+            .chunk()
+            .await
+            .map_err(|e| BodyError::Transport(e.without_url()))
+    };
+    // A body that arrives in one chunk (most JSON answers) is returned as is, without a copy.
+    let Some(first) = next().await? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let Some(second) = next().await? else {
+        return Ok(first);
+    };
+    // Several chunks: one buffer, sized from `Content-Length` when known (already checked against the limit).
+    let capacity = hint.map_or(first.len() + second.len(), |n| {
+        usize::try_from(n).unwrap_or(limit)
+    });
+    let mut buf = BytesMut::with_capacity(capacity);
+    buf.extend_from_slice(&first);
+    let mut chunk = Some(second);
+    while let Some(c) = chunk {
+        if buf.len() + c.len() > limit {
             return Err(BodyError::TooLarge { limit });
         }
-        buf.extend_from_slice(&chunk);
+        buf.extend_from_slice(&c);
+        chunk = next().await?;
     }
     Ok(buf.freeze())
 }

@@ -163,6 +163,12 @@ impl RawResponse {
     /// The body parsed as JSON; a parse failure is a `MalformedResponse` (billing unknown: the provider may
     /// have done the work).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ProviderError> {
+        self.json_borrowed()
+    }
+
+    /// [`RawResponse::json`] into a type that may borrow from the body (e.g. `Cow<str>` fields marked
+    /// `#[serde(borrow)]`), so large strings such as base64 payloads are not copied; same errors.
+    pub fn json_borrowed<'a, T: Deserialize<'a>>(&'a self) -> Result<T, ProviderError> {
         serde_json::from_slice(&self.body).map_err(|e| {
             ProviderError::new(
                 ErrorKind::MalformedResponse,
@@ -298,7 +304,8 @@ impl HttpClient {
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<RawResponse, ProviderError> {
         let mut response = request.send().await.map_err(transport_error)?;
         let status = response.status();
-        let headers = response.headers().clone();
+        // Reading the body needs none of the headers: move them out rather than copying the map.
+        let headers = std::mem::take(response.headers_mut());
         let body = read_limited(&mut response, self.max_body_bytes)
             .await
             .map_err(|e| ProviderError::from(e).status(Some(status.as_u16())))?;

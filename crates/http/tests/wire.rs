@@ -206,3 +206,37 @@ async fn send_within_stops_at_the_call_deadline() {
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert_eq!(err.billing(), &Billed::Unknown);
 }
+
+#[tokio::test]
+async fn bodies_arriving_in_several_chunks_are_assembled_in_order_with_their_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = sock.read(&mut buf).await;
+        let head = b"HTTP/1.1 200 OK\r\nx-request-id: req_7\r\ntransfer-encoding: chunked\r\n\r\n";
+        sock.write_all(head).await.unwrap();
+        // Separate writes, flushed apart, so the client sees separate chunks.
+        for part in [&b"first-"[..], b"second-", b"third"] {
+            let chunk = [format!("{:x}\r\n", part.len()).as_bytes(), part, b"\r\n"].concat();
+            sock.write_all(&chunk).await.unwrap();
+            sock.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sock.write_all(b"0\r\n\r\n").await.unwrap();
+    });
+    let c = HttpClient::new(
+        &HttpConfig::default(),
+        BaseUrl::parse(&format!("http://{addr}")).unwrap(),
+        Auth::none(),
+    )
+    .unwrap();
+    let resp = c
+        .send(c.request(Method::GET, c.endpoint("chunks").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"first-second-third");
+    assert_eq!(resp.header("x-request-id"), Some("req_7"));
+}

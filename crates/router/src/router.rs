@@ -191,6 +191,9 @@ impl Router {
             .breakers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(b) = map.get(target) {
+            return Arc::clone(b);
+        }
         Arc::clone(
             map.entry(target.clone())
                 .or_insert_with(|| Arc::new(CircuitBreaker::new(self.inner.settings.breaker.clone()))),
@@ -328,7 +331,7 @@ impl Router {
     pub async fn generate(&self, request: GenerateRequest) -> Result<Outcome, RouterError> {
         let job_id = match &request.job_id {
             Some(id) => id.clone(),
-            None => JobId::new(uuid::Uuid::now_v7().to_string()).map_err(|e| RouterError::Stopped {
+            None => new_job_id().map_err(|e| RouterError::Stopped {
                 error: ProviderError::local(ErrorKind::InvalidRequest, e.to_string()),
                 attempts: vec![],
             })?,
@@ -342,7 +345,8 @@ impl Router {
         );
         let mut state = JobState {
             job_id,
-            route_name: request.route.clone(),
+            // Set by `run` once the name is resolved (nothing reads it before).
+            route_name: String::new(),
             attempts: Vec::new(),
             spend_cu: Decimal::ZERO,
             retry_spend_cu: Decimal::ZERO,
@@ -395,14 +399,31 @@ impl Router {
             Some(m) => Some(prices.to_cu(m)?.amount()),
             None => None,
         };
-        let request_arc = Arc::new(request);
+        // The job moves into the provider request once; each candidate re-targets it in place (a copy is made
+        // only if an earlier attempt's future still holds it), so a job is never cloned per candidate.
+        let GenerateRequest {
+            job,
+            caller,
+            progress,
+            ..
+        } = request;
+        let Some(first) = route.candidates.first() else {
+            return Err(RouterError::NoCandidate {
+                route: state.route_name.clone(),
+                dropped,
+            });
+        };
+        let mut provider_request = Arc::new(ProviderRequest {
+            model: first.model.clone(),
+            job,
+        });
         let mut last_error: Option<ProviderError> = None;
         let mut tried_any = false;
 
         'candidates: while let Some(step) = self.next_step(
             &mut source,
             &route,
-            &request_arc.job,
+            &provider_request.job,
             &prices,
             &providers,
             ceiling,
@@ -416,23 +437,41 @@ impl Router {
                 tried_any = true;
                 self.inner.retry_budget.deposit();
             }
-            let service = self.service(&step.target, provider, route.attempt_timeout);
-            let provider_request = Arc::new(ProviderRequest {
-                model: step.target.model.clone(),
-                job: request_arc.job.clone(),
-            });
+            let mut service = self.service(&step.target, provider, route.attempt_timeout);
+            if provider_request.model != step.target.model {
+                match Arc::get_mut(&mut provider_request) {
+                    Some(r) => r.model = step.target.model.clone(),
+                    None => {
+                        provider_request = Arc::new(ProviderRequest {
+                            model: step.target.model.clone(),
+                            job: provider_request.job.clone(),
+                        });
+                    }
+                }
+            }
+            let who = Who {
+                job: &provider_request.job,
+                caller: &caller,
+            };
             let mut retries = 0u32;
             // A hold kept open while an earlier create of unknown outcome is resumed (never re-created).
             let mut resume: Option<(String, Hold)> = None;
             loop {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     if let Some((_, hold)) = resume.take() {
-                        self.settle_conservatively(state, step, &hold, &request_arc, "deadline")
+                        self.settle_conservatively(state, step, &hold, who, "deadline")
                             .await?;
                     }
                     return Err(RouterError::Deadline {
                         attempts: std::mem::take(&mut state.attempts),
                     });
+                }
+                // The attempt's context comes first: its idempotency key (`<job>:<attempt>`) is also the
+                // reservation's. `CallContext::new` is already attempt 1; later attempts re-key it.
+                let attempt_no = state.attempt_no + u32::from(resume.is_none());
+                let mut ctx = CallContext::new(state.job_id.clone(), who.caller.clone());
+                if attempt_no != 1 {
+                    ctx = ctx.for_attempt(attempt_no);
                 }
                 let (hold, resume_id) = match resume.take() {
                     Some((id, hold)) => (hold, Some(id)),
@@ -448,10 +487,13 @@ impl Router {
                             });
                         }
                         state.attempt_no += 1;
-                        match self.reserve(state, step, &request_arc, deadline).await {
+                        match self
+                            .reserve(state, step, who, ctx.idempotency_key(), deadline)
+                            .await
+                        {
                             Ok(hold) => (hold, None),
                             Err(LedgerError::Denied(denial)) => {
-                                self.record_denied(state, step, &request_arc, &denial.scope.to_string());
+                                self.record_denied(state, step, who, &denial.scope.to_string());
                                 return Err(RouterError::BudgetExceeded {
                                     denial: Box::new(denial),
                                     attempts: std::mem::take(&mut state.attempts),
@@ -464,12 +506,10 @@ impl Router {
                 // Until this attempt settles or releases its hold, dropping the job (caller cancel, Ctrl-C)
                 // releases it rather than leaving budget held until the TTL.
                 let mut guard = HoldGuard::arm(&self.inner.ledger, &hold);
-                let mut ctx = CallContext::new(state.job_id.clone(), request_arc.caller.clone())
-                    .for_attempt(state.attempt_no);
                 if let Some(d) = deadline {
                     ctx = ctx.with_deadline(d.into_std());
                 }
-                if let Some(p) = &request_arc.progress {
+                if let Some(p) = &progress {
                     ctx = ctx.with_progress(Arc::clone(p));
                 }
                 let span = genroute_telemetry::attempt_span(
@@ -477,26 +517,31 @@ impl Router {
                     &state.job_id,
                     state.attempt_no,
                     &step.target,
-                    request_arc.job.operation(),
-                    request_arc.job.modality(),
+                    who.job.operation(),
+                    who.job.modality(),
                     Some(&state.route_name),
                 );
                 let t0 = Instant::now();
-                let result = service
-                    .clone()
-                    .oneshot(AttemptRequest {
-                        request: Arc::clone(&provider_request),
-                        ctx,
-                        resume: resume_id,
-                        span: span.clone(),
-                    })
-                    .await;
+                // Called in place (this job's own handle on the deployment), not through a per-attempt clone.
+                let result = match service.ready().await {
+                    Ok(ready) => {
+                        ready
+                            .call(AttemptRequest {
+                                request: Arc::clone(&provider_request),
+                                ctx,
+                                resume: resume_id,
+                                span: span.clone(),
+                            })
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 let latency = t0.elapsed();
                 match result {
                     Ok(mut generation) => {
                         self.inner.latency.observe(&step.target, latency);
                         let charge = prices
-                            .charge(&step.target, &request_arc.job, &generation)
+                            .charge(&step.target, who.job, &generation)
                             .unwrap_or_else(|_| Charge {
                                 amount: step.quote.cost.clone(),
                                 source: CostSource::ConservativeEstimate,
@@ -507,7 +552,7 @@ impl Router {
                         state.spend_cu += cu;
                         generation.charged = Some(charge.clone());
                         let verdict = match &self.inner.gate {
-                            Some(gate) => gate.check(&request_arc.job, &generation).await,
+                            Some(gate) => gate.check(who.job, &generation).await,
                             None => GateVerdict::Accept,
                         };
                         match verdict {
@@ -517,7 +562,7 @@ impl Router {
                                 self.record(
                                     state,
                                     step,
-                                    &request_arc,
+                                    who,
                                     AttemptOutcome::Success,
                                     Some(charge),
                                     cu,
@@ -531,7 +576,7 @@ impl Router {
                                 let per_output = total / Decimal::from(outputs);
                                 return Ok(Outcome {
                                     job_id: state.job_id.clone(),
-                                    route: state.route_name.clone(),
+                                    route: std::mem::take(&mut state.route_name),
                                     target: step.target.clone(),
                                     generation,
                                     attempts: std::mem::take(&mut state.attempts),
@@ -553,7 +598,7 @@ impl Router {
                                 self.record(
                                     state,
                                     step,
-                                    &request_arc,
+                                    who,
                                     AttemptOutcome::GateRejected,
                                     Some(charge),
                                     cu,
@@ -643,7 +688,7 @@ impl Router {
                             self.record(
                                 state,
                                 step,
-                                &request_arc,
+                                who,
                                 outcome,
                                 charge,
                                 cu,
@@ -688,7 +733,7 @@ impl Router {
                         self.record(
                             state,
                             step,
-                            &request_arc,
+                            who,
                             outcome,
                             charge,
                             cu,
@@ -736,15 +781,22 @@ impl Router {
         &self,
         state: &JobState,
         step: &Step,
-        request: &GenerateRequest,
+        request: Who<'_>,
+        key: &IdempotencyKey,
         deadline: Option<Instant>,
     ) -> Result<Hold, LedgerError> {
         let mut ttl = self.inner.settings.hold_ttl;
         if let Some(d) = deadline {
             ttl = ttl.max(d.saturating_duration_since(Instant::now()) + Duration::from_secs(30));
         }
-        let key = IdempotencyKey::new(format!("{}:{}", state.job_id, state.attempt_no))
-            .map_err(|e| LedgerError::Invalid(e.to_string()))?;
+        debug_assert_eq!(key.as_str(), format!("{}:{}", state.job_id, state.attempt_no));
+        // The context derives its key without re-validating it; a key only an over-long job id could push past
+        // the limit is refused here, as a validated key would be.
+        let key = if key.as_str().len() > genroute_core::ids::MAX_ID_LEN {
+            IdempotencyKey::new(key.as_str()).map_err(|e| LedgerError::Invalid(e.to_string()))?
+        } else {
+            key.clone()
+        };
         let req = ReserveRequest {
             caller: request.caller.clone(),
             amount: Money::cu(step.quote_cu),
@@ -782,7 +834,7 @@ impl Router {
         state: &mut JobState,
         step: &Step,
         hold: &Hold,
-        request: &GenerateRequest,
+        request: Who<'_>,
         why: &str,
     ) -> Result<(), RouterError> {
         self.settle(hold, step.quote_cu).await?;
@@ -809,7 +861,7 @@ impl Router {
         Ok(())
     }
 
-    fn record_denied(&self, state: &mut JobState, step: &Step, request: &GenerateRequest, scope: &str) {
+    fn record_denied(&self, state: &mut JobState, step: &Step, request: Who<'_>, scope: &str) {
         let span = tracing::Span::current();
         let mut event = self.event(
             state,
@@ -833,7 +885,7 @@ impl Router {
         &self,
         state: &mut JobState,
         step: &Step,
-        request: &GenerateRequest,
+        request: Who<'_>,
         outcome: AttemptOutcome,
         charge: Option<Charge>,
         cu: Decimal,
@@ -854,7 +906,7 @@ impl Router {
         &self,
         state: &JobState,
         step: &Step,
-        request: &GenerateRequest,
+        request: Who<'_>,
         outcome: AttemptOutcome,
         charge: Option<Charge>,
         cu: Decimal,
@@ -903,21 +955,28 @@ impl Router {
         if let Some(sink) = &self.inner.sink {
             sink.record(&event);
         }
-        state.last_event = Some(event.clone());
         state.attempts.push(AttemptRecord {
             attempt: event.attempt,
             target: step.target.clone(),
             outcome: event.outcome,
             quoted: step.quote.cost.clone(),
             quoted_cu: Money::cu(step.quote_cu),
-            charged: event.charged,
-            charged_cu: event.cu,
+            charged: event.charged.clone(),
+            charged_cu: event.cu.clone(),
             cost_source: event.cost_source,
             latency: event.latency,
-            moved_on: event.fallback_reason,
+            moved_on: event.fallback_reason.clone(),
             error,
         });
+        state.last_event = Some(event);
     }
+}
+
+/// What the attempt helpers read of a request once its job has moved into the provider request.
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    job: &'a genroute_core::Job,
+    caller: &'a genroute_core::Caller,
 }
 
 /// Releases a hold if the job future is dropped between reserve and settle/release.
@@ -1007,6 +1066,33 @@ fn quote(
         source: QuoteSource::PriceTable,
         price_verified: None,
     })
+}
+
+/// A fresh job id: a UUIDv7 (48-bit Unix-millisecond timestamp, then 74 random bits). The random bits come
+/// from a per-thread generator (wyrand) seeded once per thread from the standard library's OS-randomly keyed
+/// hasher, instead of a read of the OS random source per id as `Uuid::now_v7` does (a system call per job).
+/// Job ids must be unique (they prefix every attempt's idempotency key), not secret: 74 random bits under a
+/// millisecond timestamp keep collisions as unlikely as `now_v7`'s.
+fn new_job_id() -> Result<JobId, genroute_core::IdError> {
+    thread_local! {
+        static RNG: std::cell::RefCell<fastrand::Rng> = std::cell::RefCell::new(fastrand::Rng::with_seed({
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new()
+                .hash_one((std::thread::current().id(), std::time::SystemTime::now()))
+        }));
+    }
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut random = [0u8; 10];
+    RNG.with(|rng| {
+        let mut rng = rng.borrow_mut();
+        random[..8].copy_from_slice(&rng.u64(..).to_le_bytes());
+        random[8..].copy_from_slice(&rng.u16(..).to_le_bytes());
+    });
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    let mut buf = uuid::Uuid::encode_buffer();
+    JobId::new(id.hyphenated().encode_lower(&mut buf))
 }
 
 enum Decision {

@@ -115,13 +115,16 @@ where
         let deadline = req.ctx.remaining();
         let attempt = self.attempt_timeout;
         let fut = self.inner.call(req);
+        let (limit, by_deadline) = match (deadline, attempt) {
+            (Some(d), Some(a)) if a < d => (Some(a), false),
+            (Some(d), _) => (Some(d), true),
+            (None, a) => (a, false),
+        };
+        // No limit: no timer and no wrapping state machine.
+        let Some(limit) = limit else {
+            return Box::pin(fut);
+        };
         Box::pin(async move {
-            let (limit, by_deadline) = match (deadline, attempt) {
-                (Some(d), Some(a)) if a < d => (Some(a), false),
-                (Some(d), _) => (Some(d), true),
-                (None, a) => (a, false),
-            };
-            let Some(limit) = limit else { return fut.await };
             match tokio::time::timeout(limit, fut).await {
                 Ok(result) => result,
                 Err(_) if by_deadline => Err(ProviderError::new(

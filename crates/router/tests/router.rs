@@ -856,3 +856,100 @@ async fn dry_run_quotes_explain_themselves_and_match_what_a_run_reserves() {
         "run and dry run price alike"
     );
 }
+
+/// Records what each attempt was asked for, delegating the answer to a script.
+#[derive(Debug)]
+struct Recorder {
+    inner: Arc<ScriptedProvider>,
+    seen: Mutex<Vec<(String, String, String, u32)>>,
+}
+
+#[async_trait::async_trait]
+impl genroute_core::Provider for Recorder {
+    fn id(&self) -> &ProviderId {
+        self.inner.id()
+    }
+
+    fn models(&self) -> &[genroute_core::ModelInfo] {
+        self.inner.models()
+    }
+
+    async fn generate(
+        &self,
+        request: &genroute_core::ProviderRequest,
+        ctx: &genroute_core::CallContext,
+    ) -> Result<genroute_core::Generation, ProviderError> {
+        let prompt = match &request.job {
+            Job::Image(j) => j.prompt().to_owned(),
+            other => format!("{other:?}"),
+        };
+        self.seen.lock().unwrap().push((
+            request.model.to_string(),
+            prompt,
+            ctx.idempotency_key().to_string(),
+            ctx.attempt(),
+        ));
+        self.inner.generate(request, ctx).await
+    }
+}
+
+#[tokio::test]
+async fn each_candidate_gets_its_own_model_and_attempt_key_and_job_ids_are_fresh_uuid_v7s() {
+    // One provider, two models: the failover re-targets the same job at the second model.
+    let text = "provider = \"e\"\ncurrency = \"CU\"\nverified = 2026-11-21\n[models.m]\nkind = \"per_output\"\nprice = \"5\"\n[models.m2]\nkind = \"per_output\"\nprice = \"6\"\n";
+    let prices = PriceBook::builder()
+        .catalog(Catalog::from_toml(text, "test").unwrap())
+        .build()
+        .unwrap();
+    let rec = Arc::new(Recorder {
+        inner: ScriptedProvider::new("e", &["m", "m2"], vec![Step::Fail(unavailable()), Step::Succeed])
+            .unwrap(),
+        seen: Mutex::new(Vec::new()),
+    });
+    let e = ProviderId::new("e").unwrap();
+    let cfg = route(
+        vec![
+            CandidateConfig::new(e.clone(), ModelId::new("m").unwrap()),
+            CandidateConfig::new(e, ModelId::new("m2").unwrap()),
+        ],
+        Policy::Priority,
+    );
+    let table = RouteTable::new([("r".to_owned(), cfg)], []).unwrap();
+    let ledger = ledger(1000).await;
+    let router = Router::builder(table, prices, ledger.clone() as Arc<dyn Ledger>)
+        .provider(rec.clone())
+        .build();
+
+    let out = router.generate(req()).await.unwrap();
+    assert_eq!(out.target.model.as_str(), "m2");
+    assert_eq!(out.attempts.len(), 2);
+    let job = out.job_id.to_string();
+    let seen = rec.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            ("m".to_owned(), "a lighthouse".to_owned(), format!("{job}:1"), 1),
+            ("m2".to_owned(), "a lighthouse".to_owned(), format!("{job}:2"), 2),
+        ]
+    );
+    // Only the successful attempt was charged: 6 CU, reserved and settled under that attempt's key.
+    assert_eq!(used(&ledger).await, Decimal::from(6));
+
+    // Generated job ids: version-7 UUIDs, all distinct, in time order at millisecond resolution.
+    let mut ids = vec![uuid::Uuid::parse_str(&job).unwrap()];
+    for _ in 0..50 {
+        let o = router.generate(req()).await.unwrap();
+        ids.push(uuid::Uuid::parse_str(o.job_id.as_str()).unwrap());
+    }
+    assert!(ids.iter().all(|u| u.get_version_num() == 7), "{ids:?}");
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len());
+    let millis: Vec<u64> = ids
+        .iter()
+        .map(|u| {
+            let (secs, nanos) = u.get_timestamp().unwrap().to_unix();
+            secs * 1000 + u64::from(nanos) / 1_000_000
+        })
+        .collect();
+    assert!(millis.windows(2).all(|w| w[0] <= w[1]), "{millis:?}");
+}

@@ -4,6 +4,7 @@ pub mod config;
 pub mod error;
 pub mod models;
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use genroute_core::{
     MediaInput, ModelInfo, Provider, ProviderError, ProviderId, ProviderRequest, validate_request,
 };
 use genroute_http::reqwest::multipart::{Form, Part};
-use genroute_http::reqwest::{Method, RequestBuilder};
+use genroute_http::reqwest::{Method, RequestBuilder, Url};
 use genroute_http::{Auth, BaseUrl, HttpClient, HttpError, RawResponse};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -27,15 +28,19 @@ pub struct OpenAiProvider {
     id: ProviderId,
     models: Vec<ModelInfo>,
     http: HttpClient,
+    /// The three endpoints, joined to the base URL once.
+    generations_url: Url,
+    edits_url: Url,
+    speech_url: Url,
     organization: Option<String>,
     project: Option<String>,
     default_voice: String,
 }
 
 #[derive(Deserialize)]
-struct ImagesResponse {
-    #[serde(default)]
-    data: Vec<ImageData>,
+struct ImagesResponse<'a> {
+    #[serde(default, borrow)]
+    data: Vec<ImageData<'a>>,
     #[serde(default)]
     usage: Option<ImageUsage>,
     #[serde(default)]
@@ -45,9 +50,11 @@ struct ImagesResponse {
 }
 
 #[derive(Deserialize)]
-struct ImageData {
-    #[serde(default)]
-    b64_json: Option<String>,
+struct ImageData<'a> {
+    /// Borrowed from the response body when it holds no JSON escapes (base64 never needs any), so the
+    /// largest field of the answer is decoded straight from the body, never copied first.
+    #[serde(default, borrow, deserialize_with = "borrowed_str")]
+    b64_json: Option<Cow<'a, str>>,
     #[serde(default)]
     url: Option<String>,
 }
@@ -68,6 +75,37 @@ struct InputDetails {
     text_tokens: Option<u64>,
     #[serde(default)]
     image_tokens: Option<u64>,
+}
+
+/// A JSON string borrowed from the input when it has no escapes (serde's own `Cow<str>` always copies), owned
+/// otherwise (e.g. a `\/` escape, which JSON allows in base64).
+fn borrowed_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    d.deserialize_option(V)
 }
 
 fn image_media_type(format: &str) -> String {
@@ -132,6 +170,9 @@ impl OpenAiProvider {
         Ok(Self {
             id: ProviderId::new("openai")?,
             models: models::all().map_err(HttpError::InvalidConfig)?,
+            generations_url: base.join("images/generations")?,
+            edits_url: base.join("images/edits")?,
+            speech_url: base.join("audio/speech")?,
             http: HttpClient::new(&config.http, base, auth)?,
             organization: config.organization,
             project: config.project,
@@ -139,15 +180,15 @@ impl OpenAiProvider {
         })
     }
 
-    fn request(&self, path: &str) -> Result<RequestBuilder, ProviderError> {
-        let mut req = self.http.request(Method::POST, self.http.endpoint(path)?);
+    fn request(&self, url: &Url) -> RequestBuilder {
+        let mut req = self.http.request(Method::POST, url.clone());
         if let Some(org) = &self.organization {
             req = req.header("openai-organization", org);
         }
         if let Some(project) = &self.project {
             req = req.header("openai-project", project);
         }
-        Ok(req)
+        req
     }
 
     /// Builds the request without sending anything, so every refusal is local.
@@ -246,7 +287,7 @@ impl OpenAiProvider {
         request: &ProviderRequest,
         started: Instant,
     ) -> Result<Generation, ProviderError> {
-        let body: ImagesResponse = resp.json().map_err(|e| e.billed(Billed::Unknown))?;
+        let body: ImagesResponse<'_> = resp.json_borrowed().map_err(|e| e.billed(Billed::Unknown))?;
         let format = body
             .output_format
             .clone()
@@ -328,10 +369,10 @@ impl Provider for OpenAiProvider {
         let call = self.plan(request)?;
         let started = Instant::now();
         let (req, speech_type) = match call {
-            Call::Generations(body) => (self.request("images/generations")?.json(&body), None),
-            Call::Edits(form) => (self.request("images/edits")?.multipart(form), None),
+            Call::Generations(body) => (self.request(&self.generations_url).json(&body), None),
+            Call::Edits(form) => (self.request(&self.edits_url).multipart(form), None),
             Call::Speech { body, media_type } => {
-                (self.request("audio/speech")?.json(&body), Some(media_type))
+                (self.request(&self.speech_url).json(&body), Some(media_type))
             }
         };
         let resp = self.http.send_within(ctx, req).await?;
@@ -367,5 +408,22 @@ impl Provider for OpenAiProvider {
         }
         g.timings.total = started.elapsed();
         Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn b64_is_borrowed_from_the_body_unless_escaped() {
+        let plain = br#"{"data":[{"b64_json":"aGk/+w=="},{"url":"https://x/y.png"},{"b64_json":null}]}"#;
+        let r: ImagesResponse<'_> = serde_json::from_slice(plain).unwrap();
+        assert!(matches!(r.data[0].b64_json, Some(Cow::Borrowed("aGk/+w=="))));
+        assert!(r.data[1].b64_json.is_none() && r.data[2].b64_json.is_none());
+        // JSON may escape `/`: still read correctly (then owned).
+        let escaped = br#"{"data":[{"b64_json":"aGk\/+w=="}]}"#;
+        let r: ImagesResponse<'_> = serde_json::from_slice(escaped).unwrap();
+        assert!(matches!(&r.data[0].b64_json, Some(Cow::Owned(s)) if s == "aGk/+w=="));
     }
 }
