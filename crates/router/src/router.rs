@@ -1069,27 +1069,17 @@ fn quote(
 }
 
 /// A fresh job id: a UUIDv7 (48-bit Unix-millisecond timestamp, then 74 random bits). The random bits come
-/// from a per-thread generator (wyrand) seeded once per thread from the standard library's OS-randomly keyed
-/// hasher, instead of a read of the OS random source per id as `Uuid::now_v7` does (a system call per job).
-/// Job ids must be unique (they prefix every attempt's idempotency key), not secret: 74 random bits under a
-/// millisecond timestamp keep collisions as unlikely as `now_v7`'s.
+/// from the thread's cryptographically secure generator (`rand`'s ChaCha-based `ThreadRng`, seeded and
+/// periodically reseeded from the OS), instead of a read of the OS random source per id as
+/// `Uuid::now_v7` does (a system call per job). Ids stay unguessable: they prefix every attempt's
+/// idempotency key, which providers scope per API key.
 fn new_job_id() -> Result<JobId, genroute_core::IdError> {
-    thread_local! {
-        static RNG: std::cell::RefCell<fastrand::Rng> = std::cell::RefCell::new(fastrand::Rng::with_seed({
-            use std::hash::BuildHasher;
-            std::collections::hash_map::RandomState::new()
-                .hash_one((std::thread::current().id(), std::time::SystemTime::now()))
-        }));
-    }
+    use rand::Rng as _;
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let mut random = [0u8; 10];
-    RNG.with(|rng| {
-        let mut rng = rng.borrow_mut();
-        random[..8].copy_from_slice(&rng.u64(..).to_le_bytes());
-        random[8..].copy_from_slice(&rng.u16(..).to_le_bytes());
-    });
+    rand::rng().fill(&mut random);
     let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
     let mut buf = uuid::Uuid::encode_buffer();
     JobId::new(id.hyphenated().encode_lower(&mut buf))
