@@ -29,6 +29,7 @@ pub const PROMPT: &str = "a lighthouse at dusk, watercolor";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
+    Floor,
     Raw,
     RawClient,
     Adapter,
@@ -42,7 +43,8 @@ enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 10] = [
+    const ALL: [Mode; 11] = [
+        Mode::Floor,
         Mode::Raw,
         Mode::RawClient,
         Mode::Adapter,
@@ -57,6 +59,9 @@ impl Mode {
 
     fn name(self) -> &'static str {
         match self {
+            Mode::Floor => {
+                "floor: blocking socket, hand-written HTTP/1.1, body read by Content-Length, no parsing (context)"
+            }
             Mode::Raw => "raw reqwest",
             Mode::RawClient => {
                 "raw reqwest, client built like the adapter's (HttpConfig: request timeout, pool, 5 redirects)"
@@ -78,6 +83,7 @@ impl Mode {
 
     fn key(self) -> &'static str {
         match self {
+            Mode::Floor => "floor",
             Mode::Raw => "raw",
             Mode::RawClient => "raw_client",
             Mode::Adapter => "adapter",
@@ -107,6 +113,80 @@ struct Ctx {
     r_fo: Router,
     r_noledger: Router,
     guard: TelemetryGuard,
+    floor: std::sync::Mutex<Floor>,
+}
+
+/// The least any client can spend on one call here: one `write` of a prepared request and the `read`s of
+/// the response on a blocking keep-alive socket, with no HTTP library and no JSON. What the kernel and the
+/// loopback device charge per call on this machine, as context for the per-call CPU figures.
+struct Floor {
+    stream: std::net::TcpStream,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Floor {
+    fn connect(base: &str, key: &str, body: &Value) -> Res<Self> {
+        let url = reqwest::Url::parse(base)?;
+        let host = url.host_str().ok_or("floor: base URL without a host")?.to_owned();
+        let port = url
+            .port_or_known_default()
+            .ok_or("floor: base URL without a port")?;
+        let stream = std::net::TcpStream::connect((host.as_str(), port))?;
+        stream.set_nodelay(true)?;
+        let body = serde_json::to_vec(body)?;
+        let path = format!("{}/images/generations", url.path().trim_end_matches('/'));
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\nauthorization: Bearer {key}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        Ok(Self {
+            stream,
+            request,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// Sends the request and reads the whole response; returns the body's length.
+    fn call(&mut self) -> Res<usize> {
+        use std::io::{Read, Write};
+        self.stream.write_all(&self.request)?;
+        self.buf.clear();
+        let mut chunk = [0u8; 16 * 1024];
+        let mut need: Option<usize> = None;
+        loop {
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err("floor: connection closed mid-response".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            if need.is_none()
+                && let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n")
+            {
+                let head = std::str::from_utf8(&self.buf[..end])?;
+                if !head.starts_with("HTTP/1.1 200") {
+                    return Err(format!("floor: {}", head.lines().next().unwrap_or("")).into());
+                }
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .ok_or("floor: response without Content-Length")?;
+                need = Some(end + 4 + len);
+            }
+            if let Some(total) = need
+                && self.buf.len() >= total
+            {
+                return Ok(total);
+            }
+        }
+    }
 }
 
 fn openai(env: &Env, base: &str) -> Res<Arc<dyn Provider>> {
@@ -181,6 +261,9 @@ async fn raw(ctx: &Ctx, http: &reqwest::Client, base: &str, expect_ok: bool) -> 
 
 async fn call(ctx: &Ctx, mode: Mode, n: u64) -> Res<()> {
     match mode {
+        Mode::Floor => {
+            ctx.floor.lock().map_err(|_| "floor: lock poisoned")?.call()?;
+        }
         Mode::Raw => {
             raw(ctx, &ctx.http, &ctx.env.openai_ok, true).await?;
         }
@@ -289,10 +372,13 @@ pub fn run(args: &Args) -> Res<()> {
             .extra("quality", json!("low"))
             .build()?
             .into();
+        let body =
+            json!({"model": "gpt-image-1", "prompt": PROMPT, "n": 1, "size": "1024x1024", "quality": "low"});
         let ctx = Ctx {
+            floor: std::sync::Mutex::new(Floor::connect(&env.openai_ok, &env.openai_key, &body)?),
             http: reqwest::Client::new(),
             http_config: genroute_http::HttpConfig::default().build_client()?,
-            body: json!({"model": "gpt-image-1", "prompt": PROMPT, "n": 1, "size": "1024x1024", "quality": "low"}),
+            body,
             job,
             adapter: openai(&env, &env.openai_ok)?,
             r_mem: router(&env, mem, RouterSettings::default())?.build(),

@@ -122,6 +122,18 @@ pub fn run(args: &Args) -> Res<()> {
         p.map_or("n/a".into(), |x| format!("{x:.3}")),
         verdict(p.map(|x| x <= 1.05))
     )?;
+    // Context for the CPU goal: what the floor (no HTTP library, no parsing) costs against LiteLLM.
+    let floor = row(ov_v, "floor");
+    if let (Some(fl), Some(l)) = (f(floor, "cpu_us"), f(l_direct, "cpu_us")) {
+        writeln!(
+            s,
+            "- context: the floor (blocking socket, no HTTP library, no parsing) costs {fl:.0} µs CPU per call, \
+             {:.4} (1/{:.0}) of `litellm.image_generation`'s; a 1/100 client would need ≤ {:.0} µs",
+            fl / l,
+            l / fl,
+            l / 100.0
+        )?;
+    }
 
     // Failover.
     writeln!(
