@@ -11,7 +11,8 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -138,9 +139,10 @@ impl SqliteLedger {
         let conn = connect(&path, &options)?;
         let (tx, rx) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
+        let (sync, wal) = (options.sync, PathBuf::from(format!("{}-wal", path.display())));
         std::thread::Builder::new()
             .name("genroute-ledger-sqlite".to_owned())
-            .spawn(move || writer(conn, rx, max_batch))
+            .spawn(move || writer(conn, rx, max_batch, sync, wal))
             .map_err(err)?;
         Ok(Self {
             engine: Engine {
@@ -210,12 +212,11 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, LedgerErr
             Err(e) => return Err(err(e)),
         }
     }
-    let sync = match options.sync {
-        SqliteSync::Full => "FULL",
-        SqliteSync::Normal => "NORMAL",
-    };
-    conn.execute_batch(&format!("PRAGMA synchronous={sync};"))
-        .map_err(err)?;
+    // Commits themselves are not fsynced: with `SqliteSync::Full` the acknowledging threads fsync the WAL
+    // before any reply of a committed batch leaves (see `Acks`), which lets the writer start the next
+    // transaction while the previous one is being made durable. Checkpoints and WAL restarts still sync
+    // (SQLite does so in NORMAL mode too).
+    conn.execute_batch("PRAGMA synchronous=NORMAL;").map_err(err)?;
     conn.set_prepared_statement_cache_capacity(64);
     let mut conn = conn;
     let tx = conn
@@ -226,7 +227,148 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, LedgerErr
     Ok(conn)
 }
 
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
+/// Replies of committed batches, waiting for the fsync that makes them durable.
+///
+/// A reply (success, refusal or read alike) leaves only after an fsync of the WAL that started after its
+/// batch committed: the WAL is written in commit order and a checkpoint syncs the WAL before it copies
+/// frames out of it (and the database file before the WAL is reused), so that fsync makes the batch and
+/// everything it read durable — what `synchronous=FULL` guarantees, without the writer waiting for it.
+/// Several threads acknowledge, so a batch committed while an fsync runs gets its own fsync at once.
+struct Acks {
+    state: Mutex<AckState>,
+    ready: Condvar,
+    /// Set once an fsync failed: from then on nothing more is acknowledged (the kernel may have dropped
+    /// the pages that failed to write) and the writer refuses new work.
+    failed: AtomicBool,
+}
+
+struct AckState {
+    pending: Vec<Vec<Done>>,
+    closed: bool,
+}
+
+impl Acks {
+    fn push(&self, batch: Vec<Done>) {
+        match self.state.lock() {
+            Ok(mut st) => {
+                st.pending.push(batch);
+                drop(st);
+                self.ready.notify_one();
+            }
+            // Only a panicking acknowledger poisons the lock; fail the batch rather than lose it.
+            Err(_) => deliver(batch, Some(&err("the acknowledging thread failed"))),
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.closed = true;
+        }
+        self.ready.notify_all();
+    }
+}
+
+/// One acknowledging thread: takes every batch waiting, fsyncs the WAL (durable mode), replies.
+fn acknowledger(acks: Arc<Acks>, wal: Option<PathBuf>) {
+    // Each thread has its own descriptor: a write error is reported to every descriptor's next fsync.
+    let mut file: Option<std::fs::File> = None;
+    loop {
+        let batches = {
+            let Ok(mut st) = acks.state.lock() else { return };
+            loop {
+                if !st.pending.is_empty() {
+                    break std::mem::take(&mut st.pending);
+                }
+                if st.closed {
+                    return;
+                }
+                st = match acks.ready.wait(st) {
+                    Ok(st) => st,
+                    Err(_) => return,
+                };
+            }
+        };
+        let synced = match &wal {
+            None => Ok(()),
+            Some(path) => sync_wal(&mut file, path),
+        };
+        if synced.is_err() {
+            acks.failed.store(true, Ordering::SeqCst);
+        }
+        let failure = match synced {
+            Err(e) => Some(e),
+            Ok(()) if acks.failed.load(Ordering::SeqCst) => Some(err("an earlier WAL fsync failed")),
+            Ok(()) => None,
+        };
+        for batch in batches {
+            deliver(batch, failure.as_ref());
+        }
+    }
+}
+
+fn sync_wal(file: &mut Option<std::fs::File>, path: &Path) -> Result<(), LedgerError> {
+    if file.is_none() {
+        *file = Some(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| err(format!("opening {} to sync it: {e}", path.display())))?,
+        );
+    }
+    match file {
+        Some(f) => f
+            .sync_data()
+            .map_err(|e| err(format!("fsync of {}: {e}", path.display()))),
+        None => Err(err("no WAL descriptor")),
+    }
+}
+
+/// Sends each reply (or `failure` to all of them).
+fn deliver(batch: Vec<Done>, failure: Option<&LedgerError>) {
+    for d in batch {
+        match (d, failure) {
+            (Done::Create(r, reply), None) => drop(reply.send(r)),
+            (Done::Run(r, reply), None) => drop(reply.send(r)),
+            (Done::History(r, reply), None) => drop(reply.send(r)),
+            (Done::Create(_, reply), Some(e)) => drop(reply.send(Err(err(e)))),
+            (Done::Run(_, reply), Some(e)) => drop(reply.send(Err(err(e)))),
+            (Done::History(_, reply), Some(e)) => drop(reply.send(Err(err(e)))),
+        }
+    }
+}
+
+/// Threads acknowledging durable commits: enough that a commit rarely waits for another's fsync.
+const DURABLE_ACKNOWLEDGERS: usize = 3;
+
+fn writer(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize, sync: SqliteSync, wal: PathBuf) {
+    let acks = Arc::new(Acks {
+        state: Mutex::new(AckState {
+            pending: Vec::new(),
+            closed: false,
+        }),
+        ready: Condvar::new(),
+        failed: AtomicBool::new(false),
+    });
+    let (threads, wal) = match sync {
+        SqliteSync::Full => (DURABLE_ACKNOWLEDGERS, Some(wal)),
+        SqliteSync::Normal => (1, None),
+    };
+    let mut handles = Vec::new();
+    for _ in 0..threads {
+        let (acks, wal) = (acks.clone(), wal.clone());
+        if let Ok(h) = std::thread::Builder::new()
+            .name("genroute-ledger-sqlite-ack".to_owned())
+            .spawn(move || acknowledger(acks, wal))
+        {
+            handles.push(h);
+        }
+    }
+    let mut w = Writer {
+        conn,
+        books: HashMap::default(),
+        data_version: None,
+    };
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < max_batch {
@@ -235,7 +377,19 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, jobs);
+        if handles.is_empty() || acks.failed.load(Ordering::SeqCst) {
+            let e = err("the ledger stopped after a failed WAL fsync (or could not start its threads)");
+            deliver(jobs.into_iter().map(|j| fail(j, err(&e))).collect(), None);
+            continue;
+        }
+        match w.run_batch(jobs) {
+            Ok(done) => acks.push(done),
+            Err(done) => deliver(done, None),
+        }
+    }
+    acks.close();
+    for h in handles {
+        let _ = h.join();
     }
 }
 
@@ -245,57 +399,101 @@ enum Done {
     History(Result<Vec<Entry>, LedgerError>, Reply<Vec<Entry>>),
 }
 
-fn run_batch(conn: &mut Connection, jobs: Vec<Job>) {
-    let mut done = Vec::with_capacity(jobs.len());
-    let result = (|| -> Result<(), LedgerError> {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let mut books: HashMap<TeamId, Loaded> = HashMap::default();
-        let mut jobs = jobs.into_iter();
-        // A storage failure aborts the whole batch (every request gets the error); logic errors belong to
-        // their own request only.
-        let abort = |e: LedgerError, done: &mut Vec<Done>, rest: &mut dyn Iterator<Item = Job>| {
-            for j in rest {
-                done.push(fail(j, err(&e)));
+/// The writer thread's connection and the team books it keeps between transactions.
+struct Writer {
+    conn: Connection,
+    /// Books as of the last commit; valid only while no other connection has written since
+    /// (`data_version` unchanged), otherwise dropped before the next batch reads anything.
+    books: HashMap<TeamId, Loaded>,
+    /// `PRAGMA data_version` read inside the last committed transaction, `None` when `books` may not match
+    /// the file (nothing committed yet, or the last batch failed).
+    data_version: Option<i64>,
+}
+
+/// Above this many teams the books kept between batches are dropped (they are only a cache).
+const MAX_CACHED_TEAMS: usize = 1024;
+
+impl Writer {
+    /// Runs a batch in one transaction: `Ok` with the replies when it committed, `Err` with error replies
+    /// when it did not (nothing of it is stored then).
+    fn run_batch(&mut self, jobs: Vec<Job>) -> Result<Vec<Done>, Vec<Done>> {
+        let mut done = Vec::with_capacity(jobs.len());
+        let Self {
+            conn,
+            books,
+            data_version,
+        } = self;
+        let result = (|| -> Result<i64, LedgerError> {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            // Another connection (process) wrote since our last commit: what we kept may be stale.
+            let version: i64 = tx
+                .query_row("PRAGMA data_version", [], |r| r.get(0))
+                .map_err(err)?;
+            if *data_version != Some(version) {
+                books.clear();
             }
-            e
-        };
-        while let Some(job) = jobs.next() {
-            match job {
-                Job::Create(cfg, now, reply) => match create(&tx, &mut books, &cfg, now) {
-                    Ok(r) => done.push(Done::Create(r, reply)),
-                    Err(e) => {
-                        done.push(Done::Create(Err(err(&e)), reply));
-                        return Err(abort(e, &mut done, &mut jobs));
+            *data_version = None;
+            let mut jobs = jobs.into_iter();
+            // A storage failure aborts the whole batch (every request gets the error); logic errors belong
+            // to their own request only.
+            let abort = |e: LedgerError, done: &mut Vec<Done>, rest: &mut dyn Iterator<Item = Job>| {
+                for j in rest {
+                    done.push(fail(j, err(&e)));
+                }
+                e
+            };
+            while let Some(job) = jobs.next() {
+                match job {
+                    Job::Create(cfg, now, reply) => match create(&tx, books, &cfg, now) {
+                        Ok(r) => done.push(Done::Create(r, reply)),
+                        Err(e) => {
+                            done.push(Done::Create(Err(err(&e)), reply));
+                            return Err(abort(e, &mut done, &mut jobs));
+                        }
+                    },
+                    Job::Run(op, now, reply) => match run(&tx, books, *op, now) {
+                        Ok(r) => done.push(Done::Run(r, reply)),
+                        Err(e) => {
+                            done.push(Done::Run(Err(err(&e)), reply));
+                            return Err(abort(e, &mut done, &mut jobs));
+                        }
+                    },
+                    Job::History(filter, reply) => {
+                        let r = history(&tx, &filter);
+                        done.push(Done::History(r, reply));
                     }
-                },
-                Job::Run(op, now, reply) => match run(&tx, &mut books, *op, now) {
-                    Ok(r) => done.push(Done::Run(r, reply)),
-                    Err(e) => {
-                        done.push(Done::Run(Err(err(&e)), reply));
-                        return Err(abort(e, &mut done, &mut jobs));
-                    }
-                },
-                Job::History(filter, reply) => {
-                    let r = history(&tx, &filter);
-                    done.push(Done::History(r, reply));
                 }
             }
-        }
-        for loaded in books.values_mut() {
-            save(&tx, &mut loaded.book)?;
-        }
-        tx.commit().map_err(err)
-    })();
-    for d in done {
-        match (d, &result) {
-            (Done::Create(r, reply), Ok(())) => drop(reply.send(r)),
-            (Done::Run(r, reply), Ok(())) => drop(reply.send(r)),
-            (Done::History(r, reply), Ok(())) => drop(reply.send(r)),
-            (Done::Create(_, reply), Err(e)) => drop(reply.send(Err(err(e)))),
-            (Done::Run(_, reply), Err(e)) => drop(reply.send(Err(err(e)))),
-            (Done::History(_, reply), Err(e)) => drop(reply.send(Err(err(e)))),
+            for loaded in books.values_mut() {
+                save(&tx, &mut loaded.book)?;
+            }
+            tx.commit().map_err(err)?;
+            Ok(version)
+        })();
+        match result {
+            Ok(version) => {
+                *data_version = Some(version);
+                if books.len() > MAX_CACHED_TEAMS {
+                    books.clear();
+                }
+                for l in books.values_mut() {
+                    l.forget_closed_holds();
+                }
+                Ok(done)
+            }
+            Err(e) => {
+                books.clear();
+                Err(done
+                    .into_iter()
+                    .map(|d| match d {
+                        Done::Create(_, r) => Done::Create(Err(err(&e)), r),
+                        Done::Run(_, r) => Done::Run(Err(err(&e)), r),
+                        Done::History(_, r) => Done::History(Err(err(&e)), r),
+                    })
+                    .collect())
+            }
         }
     }
 }
@@ -308,7 +506,8 @@ fn fail(job: Job, e: LedgerError) -> Done {
     }
 }
 
-/// A team's book with what has been read into it during this transaction.
+/// A team's book with what has been read into it (in this transaction, or in earlier ones while no other
+/// connection wrote).
 struct Loaded {
     book: Book,
     /// Holds due up to this instant (ms) have been read.
@@ -316,6 +515,23 @@ struct Loaded {
     scopes: HashSet<ScopeKey>,
     holds: HashSet<Arc<str>>,
     idems: HashSet<IdempotencyKey>,
+}
+
+impl Loaded {
+    /// Drops settled, released and expired holds after a commit, and every negative lookup: open holds
+    /// are what later operations need, closed ones are read again if an operation names one.
+    fn forget_closed_holds(&mut self) {
+        let book = &mut self.book;
+        if book.holds.values().all(|h| h.state == HoldState::Held) {
+            self.holds.retain(|k| book.holds.contains_key(k));
+            self.idems.retain(|i| book.idem.contains_key(i));
+            return;
+        }
+        book.holds.retain(|_, h| h.state == HoldState::Held);
+        book.idem.retain(|_, k| book.holds.contains_key(k));
+        self.holds = book.holds.keys().cloned().collect();
+        self.idems = book.idem.keys().cloned().collect();
+    }
 }
 
 type Tx<'a> = rusqlite::Transaction<'a>;
@@ -510,8 +726,14 @@ fn load_funds(tx: &Tx<'_>, team: &TeamId) -> Result<Vec<Batch>, LedgerError> {
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)
 }
 
-const HOLD_COLS: &str = "key, idem, member, project, api_key, amount, expires_at, state, charged, uncovered, \
-                         late, job, attempt, provider, model";
+/// The hold columns every hold query reads, in [`hold_row`]'s order (a macro so statements stay
+/// `&'static str` and the statement cache never formats).
+macro_rules! hold_cols {
+    () => {
+        "key, idem, member, project, api_key, amount, expires_at, state, charged, uncovered, late, job, attempt, \
+         provider, model"
+    };
+}
 
 fn hold_row(team: &TeamId, r: &Row<'_>) -> rusqlite::Result<HoldRow> {
     let member: Option<String> = r.get(2)?;
@@ -544,8 +766,10 @@ fn hold_row(team: &TeamId, r: &Row<'_>) -> rusqlite::Result<HoldRow> {
 
 fn load_due_holds(tx: &Tx<'_>, team: &TeamId, now: DateTime<Utc>) -> Result<Vec<HoldRow>, LedgerError> {
     let mut st = tx
-        .prepare_cached(&format!(
-            "SELECT {HOLD_COLS} FROM ledger_holds WHERE team = ?1 AND state = 0 AND expires_at <= ?2"
+        .prepare_cached(concat!(
+            "SELECT ",
+            hold_cols!(),
+            " FROM ledger_holds WHERE team = ?1 AND state = 0 AND expires_at <= ?2"
         ))
         .map_err(err)?;
     let rows = st
@@ -556,8 +780,10 @@ fn load_due_holds(tx: &Tx<'_>, team: &TeamId, now: DateTime<Utc>) -> Result<Vec<
 
 fn load_hold(tx: &Tx<'_>, team: &TeamId, key: &str) -> Result<Option<HoldRow>, LedgerError> {
     let mut st = tx
-        .prepare_cached(&format!(
-            "SELECT {HOLD_COLS} FROM ledger_holds WHERE team = ?1 AND key = ?2"
+        .prepare_cached(concat!(
+            "SELECT ",
+            hold_cols!(),
+            " FROM ledger_holds WHERE team = ?1 AND key = ?2"
         ))
         .map_err(err)?;
     st.query_row(params![team.as_str(), key], |r| hold_row(team, r))
@@ -571,8 +797,10 @@ fn load_hold_by_idem(
     idem: &IdempotencyKey,
 ) -> Result<Option<HoldRow>, LedgerError> {
     let mut st = tx
-        .prepare_cached(&format!(
-            "SELECT {HOLD_COLS} FROM ledger_holds WHERE team = ?1 AND idem = ?2"
+        .prepare_cached(concat!(
+            "SELECT ",
+            hold_cols!(),
+            " FROM ledger_holds WHERE team = ?1 AND idem = ?2"
         ))
         .map_err(err)?;
     st.query_row(params![team.as_str(), idem.as_str()], |r| hold_row(team, r))
@@ -680,9 +908,10 @@ fn save(tx: &Tx<'_>, book: &mut Book) -> Result<(), LedgerError> {
     }
     for k in &dirty.holds {
         let Some(h) = book.holds.get(k) else { continue };
-        tx.prepare_cached(&format!(
-            "INSERT INTO ledger_holds (team, {HOLD_COLS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+        tx.prepare_cached(concat!(
+            "INSERT INTO ledger_holds (team, ",
+            hold_cols!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
              ON CONFLICT (team, key) DO UPDATE SET expires_at = ?8, state = ?9, charged = ?10, uncovered = ?11,
                late = ?12"
         ))
