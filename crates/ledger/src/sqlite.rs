@@ -472,7 +472,7 @@ impl Writer {
                 }
             }
             for loaded in books.values_mut() {
-                save(&tx, &mut loaded.book)?;
+                save(&tx, loaded)?;
             }
             tx.commit().map_err(err)?;
             Ok(version)
@@ -517,25 +517,28 @@ struct Loaded {
     book: Book,
     /// Holds due up to this instant (ms) have been read.
     due_read_until: i64,
+    /// Scope rows looked up (found or not).
     scopes: HashSet<ScopeKey>,
+    /// Hold keys looked up (found or not); after a commit, exactly the stored holds in `book`.
     holds: HashSet<Arc<str>>,
+    /// Idempotency keys looked up (found or not).
     idems: HashSet<IdempotencyKey>,
 }
 
 impl Loaded {
-    /// Drops settled, released and expired holds after a commit, and every negative lookup: open holds
-    /// are what later operations need, closed ones are read again if an operation names one.
+    /// After a commit: drops settled, released and expired holds (open holds are what later operations
+    /// need; a closed one is read again if an operation names it) and every negative lookup. Every hold
+    /// left is stored now, so `holds` lists exactly them.
     fn forget_closed_holds(&mut self) {
         let book = &mut self.book;
-        if book.holds.values().all(|h| h.state == HoldState::Held) {
-            self.holds.retain(|k| book.holds.contains_key(k));
-            self.idems.retain(|i| book.idem.contains_key(i));
-            return;
+        if !book.holds.values().all(|h| h.state == HoldState::Held) {
+            book.holds.retain(|_, h| h.state == HoldState::Held);
+            book.idem.retain(|_, k| book.holds.contains_key(k));
         }
-        book.holds.retain(|_, h| h.state == HoldState::Held);
-        book.idem.retain(|_, k| book.holds.contains_key(k));
-        self.holds = book.holds.keys().cloned().collect();
-        self.idems = book.idem.keys().cloned().collect();
+        self.holds.clear();
+        self.holds.extend(book.holds.keys().cloned());
+        self.idems.clear();
+        self.idems.extend(book.idem.keys().cloned());
     }
 }
 
@@ -835,7 +838,9 @@ fn s(d: Decimal) -> String {
     d.to_string()
 }
 
-fn save(tx: &Tx<'_>, book: &mut Book) -> Result<(), LedgerError> {
+fn save(tx: &Tx<'_>, loaded: &mut Loaded) -> Result<(), LedgerError> {
+    // Holds read from the file (or saved by an earlier batch) are updated; the others are new.
+    let (book, stored_holds) = (&mut loaded.book, &loaded.holds);
     let team = book.team.team.clone();
     let Some(dirty) = book.dirty.take() else {
         return Ok(());
@@ -913,12 +918,33 @@ fn save(tx: &Tx<'_>, book: &mut Book) -> Result<(), LedgerError> {
     }
     for k in &dirty.holds {
         let Some(h) = book.holds.get(k) else { continue };
+        if stored_holds.contains(k) {
+            // Only the columns a hold changes: no insert attempt, and 7 parameters bound instead of 16.
+            // Should the row be missing after all, it is inserted below.
+            let changed = tx
+                .prepare_cached(
+                "UPDATE ledger_holds SET expires_at = ?3, state = ?4, charged = ?5, uncovered = ?6, late = ?7
+                 WHERE team = ?1 AND key = ?2",
+            )
+            .map_err(err)?
+            .execute(params![
+                team.as_str(),
+                &*h.key,
+                ms(h.expires_at),
+                h.state.code(),
+                h.charged.map(s),
+                s(h.uncovered),
+                i64::from(h.late),
+            ])
+            .map_err(err)?;
+            if changed == 1 {
+                continue;
+            }
+        }
         tx.prepare_cached(concat!(
             "INSERT INTO ledger_holds (team, ",
             hold_cols!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-             ON CONFLICT (team, key) DO UPDATE SET expires_at = ?8, state = ?9, charged = ?10, uncovered = ?11,
-               late = ?12"
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         ))
         .map_err(err)?
         .execute(params![
