@@ -6,6 +6,12 @@
 //! `BEGIN IMMEDIATE` takes SQLite's write lock up front, so processes sharing the file serialise on it
 //! (waiting up to the busy timeout) and every read inside the transaction is current.
 //!
+//! The writer keeps each team's rows (team, funds, scopes, open holds) from one transaction to the next,
+//! but uses them only while `PRAGMA data_version`, read inside the new transaction, shows that no other
+//! connection has committed since; otherwise it reads them again. Replies leave from acknowledging
+//! threads: with [`SqliteSync::Full`] only after an fsync of the WAL that began after the batch committed,
+//! so the writer never waits for the disk and several commits can be made durable at once.
+//!
 //! Amounts are stored as TEXT holding the exact decimal: arithmetic happens in Rust under the write lock,
 //! never in SQL, so TEXT keeps any scale exactly without a fixed-point convention to maintain.
 
@@ -43,7 +49,8 @@ fn err(e: impl std::fmt::Display) -> LedgerError {
 /// How durable a commit is (SQLite's `synchronous` setting, in WAL mode).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum SqliteSync {
-    /// `synchronous=FULL`: every commit is fsynced before it is acknowledged. Survives power loss.
+    /// Every commit is fsynced before it is acknowledged (the WAL is synced by an acknowledging thread, not
+    /// inside SQLite's commit, with the same guarantee as `synchronous=FULL`). Survives power loss.
     #[default]
     Full,
     /// `synchronous=NORMAL`: commits survive a crash of the process, but the last ones may be lost on
@@ -82,19 +89,16 @@ enum Job {
 
 #[derive(Debug)]
 pub(crate) struct SqliteBackend {
-    tx: Mutex<mpsc::Sender<Job>>,
+    tx: mpsc::Sender<Job>,
     path: PathBuf,
 }
 
 impl SqliteBackend {
     async fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, LedgerError> {
         let (tx, rx) = oneshot::channel();
-        {
-            let sender = self.tx.lock().map_err(|_| err("writer channel poisoned"))?;
-            sender
-                .send(make(tx))
-                .map_err(|_| err("the writer thread has stopped"))?;
-        }
+        self.tx
+            .send(make(tx))
+            .map_err(|_| err("the writer thread has stopped"))?;
         rx.await
             .map_err(|_| err("the writer thread dropped the request"))?
     }
@@ -146,10 +150,7 @@ impl SqliteLedger {
             .map_err(err)?;
         Ok(Self {
             engine: Engine {
-                backend: SqliteBackend {
-                    tx: Mutex::new(tx),
-                    path,
-                },
+                backend: SqliteBackend { tx, path },
                 clock,
                 hook: None,
             },
@@ -1095,6 +1096,31 @@ mod tests {
                 model: ModelId::new("flux").unwrap(),
             },
         }
+    }
+
+    /// A reply leaves only after a successful fsync: when the WAL cannot be synced the caller gets an
+    /// error, not the operation's result, and nothing is acknowledged after that.
+    #[test]
+    fn a_failed_wal_sync_acknowledges_nothing() {
+        let acks = Arc::new(Acks {
+            state: Mutex::new(AckState {
+                pending: Vec::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            failed: AtomicBool::new(false),
+        });
+        let (tx, mut rx) = oneshot::channel();
+        let outcome = Outcome {
+            out: crate::logic::Out::Unit,
+            refill_due: false,
+        };
+        acks.push(vec![Done::Run(Ok(outcome), tx)]);
+        acks.close();
+        let missing = temp_file("no-such-wal").with_extension("db-wal");
+        acknowledger(acks.clone(), Some(missing));
+        assert!(matches!(rx.try_recv(), Ok(Err(LedgerError::Storage { .. }))));
+        assert!(acks.failed.load(Ordering::SeqCst));
     }
 
     /// Two ledgers on one file in one process: each must see what the other committed, although each
