@@ -865,6 +865,18 @@ fn s(d: Decimal) -> String {
     d.to_string()
 }
 
+/// The statement in `slot`, taken from the connection's cache on first use.
+fn cached<'s, 'c>(
+    tx: &'c Tx<'_>,
+    slot: &'s mut Option<rusqlite::CachedStatement<'c>>,
+    sql: &'static str,
+) -> Result<&'s mut rusqlite::CachedStatement<'c>, LedgerError> {
+    match slot {
+        Some(st) => Ok(st),
+        None => Ok(slot.insert(tx.prepare_cached(sql).map_err(err)?)),
+    }
+}
+
 fn save(tx: &Tx<'_>, loaded: &mut Loaded) -> Result<(), LedgerError> {
     // Holds read from the file (or saved by an earlier batch) are updated; the others are new.
     let (book, stored_holds) = (&mut loaded.book, &loaded.holds);
@@ -901,13 +913,16 @@ fn save(tx: &Tx<'_>, loaded: &mut Loaded) -> Result<(), LedgerError> {
         ])
         .map_err(err)?;
     }
+    // Each statement is taken from the cache once per team and batch, not once per row.
+    let mut st = None;
     for k in &dirty.scopes {
         let Some(row) = book.scopes.get(k) else { continue };
-        tx.prepare_cached(
+        cached(
+            tx,
+            &mut st,
             "INSERT INTO ledger_scopes (team, kind, id, cap, used, held, period) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (team, kind, id) DO UPDATE SET cap = ?4, used = ?5, held = ?6, period = ?7",
-        )
-        .map_err(err)?
+        )?
         .execute(params![
             team.as_str(),
             k.kind.code(),
@@ -919,19 +934,25 @@ fn save(tx: &Tx<'_>, loaded: &mut Loaded) -> Result<(), LedgerError> {
         ])
         .map_err(err)?;
     }
+    let mut st = None;
     for id in &dirty.funds_deleted {
-        tx.prepare_cached("DELETE FROM ledger_funds WHERE team = ?1 AND id = ?2")
-            .map_err(err)?
-            .execute(params![team.as_str(), id])
-            .map_err(err)?;
+        cached(
+            tx,
+            &mut st,
+            "DELETE FROM ledger_funds WHERE team = ?1 AND id = ?2",
+        )?
+        .execute(params![team.as_str(), id])
+        .map_err(err)?;
     }
+    let mut st = None;
     for b in book.funds.iter().filter(|b| dirty.funds.contains(&b.id)) {
-        tx.prepare_cached(
+        cached(
+            tx,
+            &mut st,
             "INSERT INTO ledger_funds (team, id, kind, granted, remaining, expires_at, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (team, id) DO UPDATE SET remaining = ?5",
-        )
-        .map_err(err)?
+        )?
         .execute(params![
             team.as_str(),
             &b.id,
@@ -943,17 +964,21 @@ fn save(tx: &Tx<'_>, loaded: &mut Loaded) -> Result<(), LedgerError> {
         ])
         .map_err(err)?;
     }
+    let (mut update, mut insert): (
+        Option<rusqlite::CachedStatement<'_>>,
+        Option<rusqlite::CachedStatement<'_>>,
+    ) = (None, None);
     for k in &dirty.holds {
         let Some(h) = book.holds.get(k) else { continue };
         if stored_holds.contains(k) {
             // Only the columns a hold changes: no insert attempt, and 7 parameters bound instead of 16.
             // Should the row be missing after all, it is inserted below.
-            let changed = tx
-                .prepare_cached(
+            let changed = cached(
+                tx,
+                &mut update,
                 "UPDATE ledger_holds SET expires_at = ?3, state = ?4, charged = ?5, uncovered = ?6, late = ?7
                  WHERE team = ?1 AND key = ?2",
-            )
-            .map_err(err)?
+            )?
             .execute(params![
                 team.as_str(),
                 &*h.key,
@@ -968,12 +993,15 @@ fn save(tx: &Tx<'_>, loaded: &mut Loaded) -> Result<(), LedgerError> {
                 continue;
             }
         }
-        tx.prepare_cached(concat!(
-            "INSERT INTO ledger_holds (team, ",
-            hold_cols!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-        ))
-        .map_err(err)?
+        cached(
+            tx,
+            &mut insert,
+            concat!(
+                "INSERT INTO ledger_holds (team, ",
+                hold_cols!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            ),
+        )?
         .execute(params![
             team.as_str(),
             &*h.key,
@@ -994,13 +1022,15 @@ fn save(tx: &Tx<'_>, loaded: &mut Loaded) -> Result<(), LedgerError> {
         ])
         .map_err(err)?;
     }
+    let mut st = None;
     for e in book.entries.drain(..) {
         let m = e.meta.as_ref();
-        tx.prepare_cached(
+        cached(
+            tx,
+            &mut st,
             "INSERT INTO ledger_entries (team, member, project, api_key, kind, amount, hold, batch, job, attempt,
                provider, model, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )
-        .map_err(err)?
+        )?
         .execute(params![
             team.as_str(),
             e.caller.member.as_ref().map(MemberId::as_str),
