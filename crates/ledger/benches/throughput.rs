@@ -4,7 +4,8 @@
 //! [postgres-async] (`GENROUTE_BENCH_PG_CONNECTIONS` overrides the worker connections per instance)
 //! [--secs N] [--clients 1,4,16] [--pairs N]` (all backends when none is named). PostgreSQL reads `GENROUTE_TEST_POSTGRES_URL` (source
 //! `scripts/lib/postgres.sh` and run `ensure_postgres` for a throwaway cluster) and is skipped without it.
-//! Every pair is a full reservation on team + member + project + API key (each capped, so every cap is
+//! Every pair is one fresh job as the router makes it (UUIDv7 job id, idempotency key `<job>:1`): a full
+//! reservation on team + member + project + API key (each capped, so every cap is
 //! checked), then a settle of a smaller amount; both are acknowledged only after they are durable to the
 //! degree the backend line states.
 #![allow(
@@ -79,6 +80,27 @@ async fn make(backend: &str, run: usize) -> Option<Arc<dyn Ledger>> {
     })
 }
 
+/// A fresh job's ids as the router makes them: a UUIDv7 job id (millisecond timestamp first, so keys arrive
+/// roughly in order, as in real traffic) and attempt 1's idempotency key `<job>:1`. The 74 low bits come
+/// from a cheap mix of client and counter: the shape of the keys matters here, not their secrecy.
+fn router_like_ids(client: usize, i: u64) -> (JobId, IdempotencyKey) {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut x = ((client as u64) << 48) ^ i ^ 0x9E37_79B9_7F4A_7C15;
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&x.to_le_bytes());
+    random[8..].copy_from_slice(&(client as u16).to_le_bytes());
+    let id = uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid();
+    let job = JobId::new(id.to_string()).unwrap();
+    let key = IdempotencyKey::new(format!("{id}:1")).unwrap();
+    (job, key)
+}
+
 /// Runs `clients` clients for `secs` seconds, or for exactly `pairs` pairs each when given (a fixed amount
 /// of work, for instruction counts under `valgrind --tool=callgrind` or `perf stat`).
 async fn measure(ledger: Arc<dyn Ledger>, clients: usize, secs: f64, pairs: Option<u64>) -> f64 {
@@ -110,12 +132,16 @@ async fn measure(ledger: Arc<dyn Ledger>, clients: usize, secs: f64, pairs: Opti
             // The memory backend never returns `Pending`: check the time here and yield now and then, or
             // the clients would starve the runtime's timer.
             while pairs.map_or_else(|| Instant::now() < deadline, |n| i < n) {
+                let (job, key) = router_like_ids(c, i);
                 let req = ReserveRequest {
                     caller: caller.clone(),
                     amount: amount.clone(),
-                    idempotency_key: IdempotencyKey::new(format!("{c}-{i}")).unwrap(),
+                    idempotency_key: key,
                     ttl: Duration::from_secs(300),
-                    meta: meta.clone(),
+                    meta: EntryMeta {
+                        job_id: job,
+                        ..meta.clone()
+                    },
                 };
                 let hold = ledger.reserve(&req).await.unwrap();
                 ledger.settle(&hold.id, &charge).await.unwrap();
