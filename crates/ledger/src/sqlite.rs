@@ -995,13 +995,33 @@ fn save(tx: &Tx, loaded: &mut Loaded) -> Result<(), LedgerError> {
         ])
         .map_err(err)?;
     }
-    // Each statement is taken from the cache once per team and batch, not once per row.
-    let mut st = None;
+    // Each statement is taken from the cache once per team and batch, not once per row. A scope row is
+    // almost always stored already: a plain UPDATE of it, and the upsert only when that changed nothing.
+    let (mut update, mut upsert) = (None, None);
     for k in &dirty.scopes {
         let Some(row) = book.scopes.get(k) else { continue };
+        let changed = cached(
+            tx,
+            &mut update,
+            "UPDATE ledger_scopes SET cap = ?4, used = ?5, held = ?6, period = ?7
+             WHERE team = ?1 AND kind = ?2 AND id = ?3",
+        )?
+        .execute(params![
+            team.as_str(),
+            k.kind.code(),
+            &*k.id,
+            row.cap.map(s),
+            s(row.used),
+            s(row.held),
+            row.period
+        ])
+        .map_err(err)?;
+        if changed == 1 {
+            continue;
+        }
         cached(
             tx,
-            &mut st,
+            &mut upsert,
             "INSERT INTO ledger_scopes (team, kind, id, cap, used, held, period) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (team, kind, id) DO UPDATE SET cap = ?4, used = ?5, held = ?6, period = ?7",
         )?
