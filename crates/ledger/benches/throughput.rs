@@ -34,14 +34,25 @@ fn cu(s: &str) -> Money {
     Money::cu(Decimal::from_str(s).unwrap())
 }
 
+/// The SQLite file of one bench cell (in cargo's per-target temporary directory).
+fn sqlite_path(run: usize) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ledger-bench-{}-{run}.db", std::process::id()))
+}
+
+/// Deletes a cell's SQLite file and its WAL and shared-memory files (each run writes tens of MB).
+fn remove_sqlite_files(run: usize) {
+    let path = sqlite_path(run);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
 async fn make(backend: &str, run: usize) -> Option<Arc<dyn Ledger>> {
     let clock = Arc::new(SystemClock);
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let sqlite = |sync| {
-        let path = dir.join(format!("ledger-bench-{}-{run}.db", std::process::id()));
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        let path = sqlite_path(run);
+        remove_sqlite_files(run);
         let options = SqliteOptions {
             sync,
             ..SqliteOptions::default()
@@ -207,6 +218,7 @@ fn main() {
             // Memory keeps every hold and entry: a short run keeps its footprint to a few GB.
             let secs = if b == "memory" { secs.min(1.0) } else { secs };
             cells.push(rt.block_on(measure(ledger, clients, secs, pairs)));
+            remove_sqlite_files(run);
         }
         if cells.len() == clients.len() {
             let row: String = cells.iter().map(|v| format!(" {v:>11.0}")).collect();

@@ -267,6 +267,23 @@ struct AckState {
 }
 
 impl Acks {
+    /// Nothing pending, nobody sleeping, polling or failed.
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(AckState {
+                pending: Vec::new(),
+                closed: false,
+                sleepers: 0,
+            }),
+            ready: Condvar::new(),
+            failed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            spinning: AtomicBool::new(false),
+            saturated: AtomicBool::new(false),
+        }
+    }
+
     fn push(&self, batch: Vec<Done>) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         match self.state.lock() {
@@ -433,19 +450,7 @@ fn deliver(batch: Vec<Done>, failure: Option<&LedgerError>) {
 const DURABLE_ACKNOWLEDGERS: usize = 4;
 
 fn writer(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize, sync: SqliteSync, wal: PathBuf) {
-    let acks = Arc::new(Acks {
-        state: Mutex::new(AckState {
-            pending: Vec::new(),
-            closed: false,
-            sleepers: 0,
-        }),
-        ready: Condvar::new(),
-        failed: AtomicBool::new(false),
-        in_flight: AtomicUsize::new(0),
-        queued: AtomicUsize::new(0),
-        spinning: AtomicBool::new(false),
-        saturated: AtomicBool::new(false),
-    });
+    let acks = Arc::new(Acks::new());
     let (threads, wal) = match sync {
         SqliteSync::Full => (DURABLE_ACKNOWLEDGERS, Some(wal)),
         SqliteSync::Normal => (1, None),
@@ -1287,19 +1292,7 @@ mod tests {
     /// error, not the operation's result, and nothing is acknowledged after that.
     #[test]
     fn a_failed_wal_sync_acknowledges_nothing() {
-        let acks = Arc::new(Acks {
-            state: Mutex::new(AckState {
-                pending: Vec::new(),
-                closed: false,
-                sleepers: 0,
-            }),
-            ready: Condvar::new(),
-            failed: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            queued: AtomicUsize::new(0),
-            spinning: AtomicBool::new(false),
-            saturated: AtomicBool::new(false),
-        });
+        let acks = Arc::new(Acks::new());
         let (tx, mut rx) = oneshot::channel();
         let outcome = Outcome {
             out: crate::logic::Out::Unit,
