@@ -242,7 +242,10 @@ fn create_parent(path: &Path) -> Result<(), Error> {
 /// Opens the ledger a config names.
 pub async fn open_ledger(spec: &LedgerSpec) -> Result<Arc<dyn Ledger>, Error> {
     match spec {
-        LedgerSpec::Memory => Ok(Arc::new(MemoryLedger::new())),
+        LedgerSpec::Memory { retention: None } => Ok(Arc::new(MemoryLedger::new())),
+        LedgerSpec::Memory { retention: Some(r) } => {
+            Ok(Arc::new(MemoryLedger::new().with_retention(r.history, r.window)))
+        }
         LedgerSpec::Sqlite { path } => {
             create_parent(path)?;
             Ok(Arc::new(genroute_ledger::SqliteLedger::open(path)?))
@@ -870,5 +873,66 @@ pub fn check_config_with(path: impl AsRef<Path>, registry: &Registry) -> Result<
     } else {
         problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
         Err(ConfigError { problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use genroute_core::{Caller, Decimal, IdempotencyKey, JobId, ModelId, Money, ProviderId, TeamId};
+    use genroute_ledger::{EntryMeta, HistoryFilter, ReserveRequest, Scope, TeamConfig};
+
+    use super::*;
+    use crate::config::MemoryRetention;
+
+    /// Three reserve + settle pairs; returns how many history entries the team keeps.
+    async fn entries_kept(spec: &LedgerSpec) -> usize {
+        let ledger = open_ledger(spec).await.unwrap();
+        let team = TeamId::new("t").unwrap();
+        let cfg = TeamConfig::new(team.clone(), Money::cu(Decimal::from(1000)), Utc::now());
+        ledger.create_team(&cfg).await.unwrap();
+        for i in 0..3 {
+            let job = JobId::new(format!("job-{i}")).unwrap();
+            let hold = ledger
+                .reserve(&ReserveRequest {
+                    caller: Caller::team(team.clone()),
+                    amount: Money::cu(Decimal::from(5)),
+                    idempotency_key: IdempotencyKey::new(format!("job-{i}:1")).unwrap(),
+                    ttl: Duration::from_secs(60),
+                    meta: EntryMeta {
+                        job_id: job,
+                        attempt: 1,
+                        provider: ProviderId::new("fal").unwrap(),
+                        model: ModelId::new("m").unwrap(),
+                    },
+                })
+                .await
+                .unwrap();
+            ledger
+                .settle(&hold.id, &Money::cu(Decimal::from(4)))
+                .await
+                .unwrap();
+        }
+        ledger
+            .history(&HistoryFilter::scope(Scope::Team(team)))
+            .await
+            .unwrap()
+            .len()
+    }
+
+    #[tokio::test]
+    async fn a_memory_ledger_from_config_honours_its_retention() {
+        let unbounded = entries_kept(&LedgerSpec::Memory { retention: None }).await;
+        let bounded = entries_kept(&LedgerSpec::Memory {
+            retention: Some(MemoryRetention {
+                history: 2,
+                window: Duration::from_secs(3600),
+            }),
+        })
+        .await;
+        assert!(unbounded >= 6, "every reserve and settle recorded: {unbounded}");
+        assert_eq!(bounded, 2);
     }
 }

@@ -117,8 +117,21 @@ pub enum LedgerSpec {
         /// Connection URL (may hold a password, so it is secret).
         url: SecretString,
     },
-    /// In memory, lost on exit (tests).
-    Memory,
+    /// In memory, lost on exit (tests, demos, single short-lived processes).
+    Memory {
+        /// What a long-lived process keeps; `None` keeps every hold and history entry.
+        retention: Option<MemoryRetention>,
+    },
+}
+
+/// Bounds on what an in-memory ledger keeps (see `MemoryLedger::with_retention`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryRetention {
+    /// The newest history entries kept per team.
+    pub history: usize,
+    /// How long a closed hold (and its idempotency key) is kept after it closed: replays inside the
+    /// window return the first result; it must outlast every retry and late settle.
+    pub window: Duration,
 }
 
 /// A team's budget as configured. Applied when the team is first created in the ledger; afterwards the
@@ -379,6 +392,15 @@ struct RawLedger {
     backend: Option<String>,
     path: Option<PathBuf>,
     url: Option<Value>,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    history: usize,
+    #[serde(with = "humantime_serde")]
+    window: Duration,
 }
 
 #[derive(Deserialize, Default)]
@@ -1193,6 +1215,12 @@ impl Validator<'_> {
             .backend
             .as_deref()
             .unwrap_or(if raw.url.is_some() { "postgres" } else { "sqlite" });
+        if raw.retention.is_some() && backend != "memory" {
+            self.err(
+                &[k("ledger"), k("retention")],
+                "`retention` is for the memory backend (SQLite and PostgreSQL keep their history)",
+            );
+        }
         match backend {
             "sqlite" => {
                 if raw.url.is_some() {
@@ -1209,7 +1237,31 @@ impl Validator<'_> {
                 };
                 Some(LedgerSpec::Sqlite { path })
             }
-            "memory" => Some(LedgerSpec::Memory),
+            "memory" => {
+                for (key, given) in [("path", raw.path.is_some()), ("url", raw.url.is_some())] {
+                    if given {
+                        self.err(
+                            &[k("ledger"), k(key)],
+                            format!("`{key}` has no meaning for the memory backend"),
+                        );
+                    }
+                }
+                let retention = match raw.retention {
+                    Some(r) if r.history == 0 || r.window.is_zero() => {
+                        self.err(
+                            &[k("ledger"), k("retention")],
+                            "`history` and `window` must both be above zero (omit `retention` to keep everything)",
+                        );
+                        None
+                    }
+                    Some(r) => Some(MemoryRetention {
+                        history: r.history,
+                        window: r.window,
+                    }),
+                    None => None,
+                };
+                Some(LedgerSpec::Memory { retention })
+            }
             "postgres" => {
                 if raw.path.is_some() {
                     self.err(
@@ -1438,6 +1490,53 @@ members = { alice = "100 CU" }
         assert_eq!(c.teams["acme"].members["alice"], Money::cu(Decimal::from(100)));
         assert!(matches!(c.ledger, LedgerSpec::Sqlite { ref path } if path.ends_with(".genroute/ledger.db")));
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn a_memory_ledger_may_bound_what_it_keeps() {
+        let c = parse(&format!(
+            "{GOOD}\n[ledger]\nbackend = \"memory\"\nretention = {{ history = 5000, window = \"1h\" }}\n"
+        ))
+        .unwrap();
+        assert!(matches!(
+            c.ledger,
+            LedgerSpec::Memory {
+                retention: Some(MemoryRetention { history: 5000, window })
+            } if window == Duration::from_secs(3600)
+        ));
+        let c = parse(&format!("{GOOD}\n[ledger]\nbackend = \"memory\"\n")).unwrap();
+        assert!(matches!(c.ledger, LedgerSpec::Memory { retention: None }));
+    }
+
+    #[test]
+    fn retention_is_refused_where_it_means_nothing_and_when_it_keeps_nothing() {
+        let keys = |text: String| -> Vec<(String, String)> {
+            parse(&text)
+                .unwrap_err()
+                .problems
+                .into_iter()
+                .map(|p| (p.key, p.message))
+                .collect()
+        };
+        let sqlite = keys(format!(
+            "{GOOD}\n[ledger]\nretention = {{ history = 10, window = \"1h\" }}\n"
+        ));
+        assert_eq!(sqlite.len(), 1, "{sqlite:?}");
+        assert_eq!(sqlite[0].0, "ledger.retention");
+        assert!(sqlite[0].1.contains("memory backend"), "{sqlite:?}");
+
+        let zero = keys(format!(
+            "{GOOD}\n[ledger]\nbackend = \"memory\"\nretention = {{ history = 0, window = \"1h\" }}\n"
+        ));
+        assert_eq!(zero.len(), 1, "{zero:?}");
+        assert_eq!(zero[0].0, "ledger.retention");
+        assert!(zero[0].1.contains("above zero"), "{zero:?}");
+
+        let path = keys(format!(
+            "{GOOD}\n[ledger]\nbackend = \"memory\"\npath = \"x.db\"\n"
+        ));
+        assert_eq!(path.len(), 1, "{path:?}");
+        assert_eq!(path[0].0, "ledger.path");
     }
 
     #[test]

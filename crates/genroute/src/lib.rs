@@ -9,7 +9,9 @@ pub use client::{
     BudgetStatus, CandidateQuote, Client, ClientBuilder, QuoteReport, ReloadStatus, SpendReport, Watcher,
     check_config, check_config_with, ensure_teams, open_ledger, report_from_cost_log_file,
 };
-pub use config::{Config, ConfigError, ConfigProblem, EnvMode, LedgerSpec, ProviderSpec, TeamSpec};
+pub use config::{
+    Config, ConfigError, ConfigProblem, EnvMode, LedgerSpec, MemoryRetention, ProviderSpec, TeamSpec,
+};
 pub use error::Error;
 pub use registry::{ProviderFactory, Registry, from_table};
 
