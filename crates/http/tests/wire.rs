@@ -15,6 +15,11 @@ fn client(server: &MockServer, config: HttpConfig) -> HttpClient {
     HttpClient::new(&config, BaseUrl::parse(&server.uri()).unwrap(), auth).unwrap()
 }
 
+/// A client without credentials for a hand-rolled server (or none) at `base`.
+fn plain_client(base: &str, config: &HttpConfig) -> HttpClient {
+    HttpClient::new(config, BaseUrl::parse(base).unwrap(), Auth::none()).unwrap()
+}
+
 #[tokio::test]
 async fn sends_auth_reads_bodies_and_returns_error_statuses_unclassified() {
     let server = MockServer::start().await;
@@ -100,15 +105,13 @@ async fn body_limit_is_enforced_with_content_length_and_chunked() {
         out.extend_from_slice(b"0\r\n\r\n");
         let _ = sock.write_all(&out).await;
     });
-    let c = HttpClient::new(
+    let c = plain_client(
+        &format!("http://{addr}"),
         &HttpConfig {
             max_body_bytes: 1500,
             ..HttpConfig::default()
         },
-        BaseUrl::parse(&format!("http://{addr}")).unwrap(),
-        Auth::none(),
-    )
-    .unwrap();
+    );
     let err = c
         .send(c.request(Method::GET, c.endpoint("chunked").unwrap()))
         .await
@@ -122,12 +125,7 @@ async fn transport_failures_are_classified() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let c = HttpClient::new(
-        &HttpConfig::default(),
-        BaseUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
-        Auth::none(),
-    )
-    .unwrap();
+    let c = plain_client(&format!("http://127.0.0.1:{port}"), &HttpConfig::default());
     let err = c
         .send(c.request(Method::POST, c.endpoint("x").unwrap()))
         .await
@@ -227,12 +225,7 @@ async fn bodies_arriving_in_several_chunks_are_assembled_in_order_with_their_hea
         }
         sock.write_all(b"0\r\n\r\n").await.unwrap();
     });
-    let c = HttpClient::new(
-        &HttpConfig::default(),
-        BaseUrl::parse(&format!("http://{addr}")).unwrap(),
-        Auth::none(),
-    )
-    .unwrap();
+    let c = plain_client(&format!("http://{addr}"), &HttpConfig::default());
     let resp = c
         .send(c.request(Method::GET, c.endpoint("chunks").unwrap()))
         .await

@@ -1025,21 +1025,15 @@ fn save(tx: &Tx, loaded: &mut Loaded) -> Result<(), LedgerError> {
     let (mut update, mut upsert) = (None, None);
     for k in &dirty.scopes {
         let Some(row) = book.scopes.get(k) else { continue };
+        let (cap, used, held) = (row.cap.map(s), s(row.used), s(row.held));
+        let values = params![team.as_str(), k.kind.code(), &*k.id, cap, used, held, row.period];
         let changed = cached(
             tx,
             &mut update,
             "UPDATE ledger_scopes SET cap = ?4, used = ?5, held = ?6, period = ?7
              WHERE team = ?1 AND kind = ?2 AND id = ?3",
         )?
-        .execute(params![
-            team.as_str(),
-            k.kind.code(),
-            &*k.id,
-            row.cap.map(s),
-            s(row.used),
-            s(row.held),
-            row.period
-        ])
+        .execute(values)
         .map_err(err)?;
         if changed == 1 {
             continue;
@@ -1050,15 +1044,7 @@ fn save(tx: &Tx, loaded: &mut Loaded) -> Result<(), LedgerError> {
             "INSERT INTO ledger_scopes (team, kind, id, cap, used, held, period) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (team, kind, id) DO UPDATE SET cap = ?4, used = ?5, held = ?6, period = ?7",
         )?
-        .execute(params![
-            team.as_str(),
-            k.kind.code(),
-            &*k.id,
-            row.cap.map(s),
-            s(row.used),
-            s(row.held),
-            row.period
-        ])
+        .execute(values)
         .map_err(err)?;
     }
     let mut st = None;
