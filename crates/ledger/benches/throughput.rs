@@ -2,6 +2,7 @@
 //!
 //! `cargo bench -p genroute-ledger --bench throughput -- [memory] [memory-bounded] [sqlite-full] [sqlite-normal] [postgres]
 //! [postgres-async] (`GENROUTE_BENCH_PG_CONNECTIONS` overrides the worker connections per instance)
+//! [noop] [floor] [floor-forget] (lower bounds, not ledgers: see `throughput/floor.rs`)
 //! [--secs N] [--clients 1,4,16] [--pairs N]` (all backends when none is named). PostgreSQL reads `GENROUTE_TEST_POSTGRES_URL` (source
 //! `scripts/lib/postgres.sh` and run `ensure_postgres` for a throwaway cluster) and is skipped without it.
 //! Every pair is one fresh job as the router makes it (UUIDv7 job id, idempotency key `<job>:1`): a full
@@ -29,6 +30,9 @@ use genroute_ledger::{
     EntryMeta, Ledger, MemoryLedger, PostgresLedger, PostgresOptions, ReserveRequest, Scope, SqliteLedger,
     SqliteOptions, SqliteSync, SystemClock, TeamConfig,
 };
+
+#[path = "throughput/floor.rs"]
+mod floor;
 
 fn cu(s: &str) -> Money {
     Money::cu(Decimal::from_str(s).unwrap())
@@ -61,6 +65,9 @@ async fn make(backend: &str, run: usize) -> Option<Arc<dyn Ledger>> {
     };
     Some(match backend {
         "memory" => Arc::new(MemoryLedger::with_clock(clock.clone())),
+        "floor" => Arc::new(floor::Floor::default()),
+        "floor-forget" => Arc::new(floor::Floor::forgetting()),
+        "noop" => Arc::new(floor::Noop),
         // Bounded memory for a long-lived process: the newest 100,000 entries, closed holds kept 1 s.
         "memory-bounded" => {
             Arc::new(MemoryLedger::with_clock(clock.clone()).with_retention(100_000, Duration::from_secs(1)))
@@ -215,8 +222,12 @@ fn main() {
             let Some(ledger) = rt.block_on(make(b, run)) else {
                 break;
             };
-            // Memory keeps every hold and entry: a short run keeps its footprint to a few GB.
-            let secs = if b == "memory" { secs.min(1.0) } else { secs };
+            // Memory (and the floor) keep every hold and entry: a short run keeps the footprint to a few GB.
+            let secs = if matches!(b.as_str(), "memory" | "floor") {
+                secs.min(1.0)
+            } else {
+                secs
+            };
             cells.push(rt.block_on(measure(ledger, clients, secs, pairs)));
             remove_sqlite_files(run);
         }
