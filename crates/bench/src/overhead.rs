@@ -31,6 +31,7 @@ pub const PROMPT: &str = "a lighthouse at dusk, watercolor";
 enum Mode {
     Floor,
     Raw,
+    Hyper,
     RawClient,
     Adapter,
     RouterMemory,
@@ -43,9 +44,10 @@ enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 11] = [
+    const ALL: [Mode; 12] = [
         Mode::Floor,
         Mode::Raw,
+        Mode::Hyper,
         Mode::RawClient,
         Mode::Adapter,
         Mode::RouterMemory,
@@ -63,6 +65,7 @@ impl Mode {
                 "floor: blocking socket, hand-written HTTP/1.1, body read by Content-Length, no parsing (context)"
             }
             Mode::Raw => "raw reqwest",
+            Mode::Hyper => "raw hyper (hyper-util's client, no reqwest layer; context)",
             Mode::RawClient => {
                 "raw reqwest, client built like the adapter's (HttpConfig: request timeout, pool, 5 redirects)"
             }
@@ -85,6 +88,7 @@ impl Mode {
         match self {
             Mode::Floor => "floor",
             Mode::Raw => "raw",
+            Mode::Hyper => "hyper",
             Mode::RawClient => "raw_client",
             Mode::Adapter => "adapter",
             Mode::RouterMemory => "router_memory",
@@ -114,6 +118,31 @@ struct Ctx {
     r_noledger: Router,
     guard: TelemetryGuard,
     floor: std::sync::Mutex<Floor>,
+    hyper: HyperClient,
+    hyper_uri: hyper::Uri,
+    hyper_auth: hyper::header::HeaderValue,
+}
+
+type HyperClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<hyper::body::Bytes>,
+>;
+
+/// The raw call through hyper-util's pooled client: what reqwest's own layer costs on top of hyper.
+async fn hyper_call(ctx: &Ctx) -> Res<usize> {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::post(ctx.hyper_uri.clone())
+        .header(hyper::header::AUTHORIZATION, ctx.hyper_auth.clone())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(serde_json::to_vec(&ctx.body)?.into()))?;
+    let resp = ctx.hyper.request(req).await?;
+    if !resp.status().is_success() {
+        return Err(format!("hyper call: {}", resp.status()).into());
+    }
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let v: Value = serde_json::from_slice(&bytes)?;
+    let b64 = v["data"][0]["b64_json"].as_str().ok_or("no b64_json")?;
+    Ok(base64::engine::general_purpose::STANDARD.decode(b64)?.len())
 }
 
 /// The least any client can spend on one call here: one `write` of a prepared request and the `read`s of
@@ -267,6 +296,9 @@ async fn call(ctx: &Ctx, mode: Mode, n: u64) -> Res<()> {
         Mode::Raw => {
             raw(ctx, &ctx.http, &ctx.env.openai_ok, true).await?;
         }
+        Mode::Hyper => {
+            hyper_call(ctx).await?;
+        }
         Mode::RawClient => {
             raw(ctx, &ctx.http_config, &ctx.env.openai_ok, true).await?;
         }
@@ -376,6 +408,14 @@ pub fn run(args: &Args) -> Res<()> {
             json!({"model": "gpt-image-1", "prompt": PROMPT, "n": 1, "size": "1024x1024", "quality": "low"});
         let ctx = Ctx {
             floor: std::sync::Mutex::new(Floor::connect(&env.openai_ok, &env.openai_key, &body)?),
+            hyper: {
+                let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                connector.set_nodelay(true);
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build(connector)
+            },
+            hyper_uri: format!("{}/images/generations", env.openai_ok).parse()?,
+            hyper_auth: format!("Bearer {}", env.openai_key).parse()?,
             http: reqwest::Client::new(),
             http_config: genroute_http::HttpConfig::default().build_client()?,
             body,
