@@ -945,28 +945,50 @@ fn s(d: Decimal) -> String {
     d.to_string()
 }
 
-/// Entries per multi-row INSERT, and the columns each binds.
-const ENTRY_ROWS: usize = 16;
-const ENTRY_COLS: usize = 13;
+/// Rows per multi-row INSERT (entries and new holds).
+const MULTI_ROWS: usize = 16;
+/// Columns each entry binds after the team (`?1`, shared by every row).
+const ENTRY_COLS: usize = 12;
+/// Columns each new hold binds after the team.
+const HOLD_COLS: usize = 15;
 
-/// `INSERT INTO ledger_entries ... VALUES (...), (...)` for `rows` rows (1..=ENTRY_ROWS), built once.
+/// `<head> VALUES (?1, ...), (?1, ...)` for `rows` rows (1..=MULTI_ROWS) of `cols` parameters after the team,
+/// which every row shares as `?1` (bound once per statement). Row `r`'s column `c` (1-based) is parameter
+/// `1 + r * cols + c`.
+fn values_sql(head: &str, cols: usize, rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (1..=cols).map(|c| format!("?{}", 1 + r * cols + c)).collect();
+            format!("(?1, {})", cols.join(", "))
+        })
+        .collect();
+    format!("{head} VALUES {}", values.join(", "))
+}
+
+/// The multi-row INSERT of `rows` entries, built once.
 fn entries_sql(rows: usize) -> &'static str {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
-        (0..=ENTRY_ROWS)
+        (0..=MULTI_ROWS)
             .map(|n| {
-                let values: Vec<String> = (0..n)
-                    .map(|r| {
-                        let cols: Vec<String> = (1..=ENTRY_COLS).map(|c| format!("?{}", r * ENTRY_COLS + c)).collect();
-                        format!("({})", cols.join(", "))
-                    })
-                    .collect();
-                format!(
+                values_sql(
                     "INSERT INTO ledger_entries (team, member, project, api_key, kind, amount, hold, batch, job, \
-                     attempt, provider, model, at) VALUES {}",
-                    values.join(", ")
+                     attempt, provider, model, at)",
+                    ENTRY_COLS,
+                    n,
                 )
             })
+            .collect()
+    });
+    all.get(rows).map_or("", String::as_str)
+}
+
+/// The multi-row INSERT of `rows` new holds, built once.
+fn holds_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=MULTI_ROWS)
+            .map(|n| values_sql(concat!("INSERT INTO ledger_holds (team, ", hold_cols!(), ")"), HOLD_COLS, n))
             .collect()
     });
     all.get(rows).map_or("", String::as_str)
@@ -1077,15 +1099,13 @@ fn save(tx: &Tx, loaded: &mut Loaded) -> Result<(), LedgerError> {
         ])
         .map_err(err)?;
     }
-    let (mut update, mut insert): (
-        Option<rusqlite::CachedStatement<'_>>,
-        Option<rusqlite::CachedStatement<'_>>,
-    ) = (None, None);
+    // Stored holds get an UPDATE of the columns a hold changes (7 parameters instead of 16); new ones, and
+    // any stored one found missing after all, go in with one multi-row INSERT per `MULTI_ROWS` holds.
+    let mut update: Option<rusqlite::CachedStatement<'_>> = None;
+    let mut new_holds: Vec<&HoldRow> = Vec::new();
     for k in &dirty.holds {
         let Some(h) = book.holds.get(k) else { continue };
         if stored_holds.contains(k) {
-            // Only the columns a hold changes: no insert attempt, and 7 parameters bound instead of 16.
-            // Should the row be missing after all, it is inserted below.
             let changed = cached(
                 tx,
                 &mut update,
@@ -1106,64 +1126,69 @@ fn save(tx: &Tx, loaded: &mut Loaded) -> Result<(), LedgerError> {
                 continue;
             }
         }
-        cached(
-            tx,
-            &mut insert,
-            concat!(
-                "INSERT INTO ledger_holds (team, ",
-                hold_cols!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-            ),
-        )?
-        .execute(params![
-            team.as_str(),
-            &*h.key,
-            h.idem.as_str(),
-            h.caller.member.as_ref().map(MemberId::as_str),
-            h.caller.project.as_ref().map(ProjectId::as_str),
-            h.caller.api_key.as_ref().map(ApiKeyId::as_str),
-            s(h.amount),
-            ms(h.expires_at),
-            h.state.code(),
-            h.charged.map(s),
-            s(h.uncovered),
-            i64::from(h.late),
-            h.meta.job_id.as_str(),
-            h.meta.attempt,
-            h.meta.provider.as_str(),
-            h.meta.model.as_str(),
-        ])
-        .map_err(err)?;
+        new_holds.push(h);
     }
-    // Entries go in with one multi-row INSERT per `ENTRY_ROWS` entries (rows are numbered in VALUES order,
-    // so `seq` keeps the order they were made in): one statement step instead of one per entry.
     let mut full = None;
-    for chunk in book.entries.chunks(ENTRY_ROWS) {
+    for chunk in new_holds.chunks(MULTI_ROWS) {
         let mut tail = None;
-        let st = if chunk.len() == ENTRY_ROWS {
-            cached(tx, &mut full, entries_sql(ENTRY_ROWS))?
+        let st = if chunk.len() == MULTI_ROWS {
+            cached(tx, &mut full, holds_sql(MULTI_ROWS))?
         } else {
-            cached(tx, &mut tail, entries_sql(chunk.len()))?
+            cached(tx, &mut tail, holds_sql(chunk.len()))?
         };
-        for (i, e) in chunk.iter().enumerate() {
-            let m = e.meta.as_ref();
-            let at = i * ENTRY_COLS;
+        st.raw_bind_parameter(1, team.as_str()).map_err(err)?;
+        for (i, h) in chunk.iter().enumerate() {
+            let at = 1 + i * HOLD_COLS;
             let bind = |st: &mut rusqlite::CachedStatement<'_>, col: usize, v: &dyn rusqlite::ToSql| {
                 st.raw_bind_parameter(at + col, v).map_err(err)
             };
-            bind(st, 1, &team.as_str())?;
-            bind(st, 2, &e.caller.member.as_ref().map(MemberId::as_str))?;
-            bind(st, 3, &e.caller.project.as_ref().map(ProjectId::as_str))?;
-            bind(st, 4, &e.caller.api_key.as_ref().map(ApiKeyId::as_str))?;
-            bind(st, 5, &e.kind.code())?;
-            bind(st, 6, &s(e.amount.amount()))?;
-            bind(st, 7, &e.hold.as_ref().map(|h| &*h.key))?;
-            bind(st, 8, &e.batch)?;
-            bind(st, 9, &m.map(|m| m.job_id.as_str()))?;
-            bind(st, 10, &m.map(|m| m.attempt))?;
-            bind(st, 11, &m.map(|m| m.provider.as_str()))?;
-            bind(st, 12, &m.map(|m| m.model.as_str()))?;
-            bind(st, 13, &ms(e.at))?;
+            bind(st, 1, &&*h.key)?;
+            bind(st, 2, &h.idem.as_str())?;
+            bind(st, 3, &h.caller.member.as_ref().map(MemberId::as_str))?;
+            bind(st, 4, &h.caller.project.as_ref().map(ProjectId::as_str))?;
+            bind(st, 5, &h.caller.api_key.as_ref().map(ApiKeyId::as_str))?;
+            bind(st, 6, &s(h.amount))?;
+            bind(st, 7, &ms(h.expires_at))?;
+            bind(st, 8, &h.state.code())?;
+            bind(st, 9, &h.charged.map(s))?;
+            bind(st, 10, &s(h.uncovered))?;
+            bind(st, 11, &i64::from(h.late))?;
+            bind(st, 12, &h.meta.job_id.as_str())?;
+            bind(st, 13, &h.meta.attempt)?;
+            bind(st, 14, &h.meta.provider.as_str())?;
+            bind(st, 15, &h.meta.model.as_str())?;
+        }
+        st.raw_execute().map_err(err)?;
+    }
+    // Entries go in with one multi-row INSERT per `MULTI_ROWS` entries (rows are numbered in VALUES order,
+    // so `seq` keeps the order they were made in): one statement step instead of one per entry.
+    let mut full = None;
+    for chunk in book.entries.chunks(MULTI_ROWS) {
+        let mut tail = None;
+        let st = if chunk.len() == MULTI_ROWS {
+            cached(tx, &mut full, entries_sql(MULTI_ROWS))?
+        } else {
+            cached(tx, &mut tail, entries_sql(chunk.len()))?
+        };
+        st.raw_bind_parameter(1, team.as_str()).map_err(err)?;
+        for (i, e) in chunk.iter().enumerate() {
+            let m = e.meta.as_ref();
+            let at = 1 + i * ENTRY_COLS;
+            let bind = |st: &mut rusqlite::CachedStatement<'_>, col: usize, v: &dyn rusqlite::ToSql| {
+                st.raw_bind_parameter(at + col, v).map_err(err)
+            };
+            bind(st, 1, &e.caller.member.as_ref().map(MemberId::as_str))?;
+            bind(st, 2, &e.caller.project.as_ref().map(ProjectId::as_str))?;
+            bind(st, 3, &e.caller.api_key.as_ref().map(ApiKeyId::as_str))?;
+            bind(st, 4, &e.kind.code())?;
+            bind(st, 5, &s(e.amount.amount()))?;
+            bind(st, 6, &e.hold.as_ref().map(|h| &*h.key))?;
+            bind(st, 7, &e.batch)?;
+            bind(st, 8, &m.map(|m| m.job_id.as_str()))?;
+            bind(st, 9, &m.map(|m| m.attempt))?;
+            bind(st, 10, &m.map(|m| m.provider.as_str()))?;
+            bind(st, 11, &m.map(|m| m.model.as_str()))?;
+            bind(st, 12, &ms(e.at))?;
         }
         st.raw_execute().map_err(err)?;
     }
@@ -1311,7 +1336,7 @@ mod tests {
             now,
             ctx,
         )];
-        let n = 2 * ENTRY_ROWS + 5;
+        let n = 2 * MULTI_ROWS + 5;
         let mut replies = Vec::new();
         for i in 0..n {
             let (tx, rx) = oneshot::channel();
