@@ -957,8 +957,34 @@ fn load_scope(tx: &Tx, team: &TeamId, k: &ScopeKey) -> Result<Option<ScopeRow>, 
     .map_err(err)
 }
 
+/// `d` as text, exactly as `Decimal`'s `Display` writes it (sign, every digit of its scale), without going
+/// through the formatting machinery and a division of the 96-bit mantissa per digit: amounts are bound
+/// as text several times per operation.
 fn s(d: Decimal) -> String {
-    d.to_string()
+    let Ok(mut m) = u64::try_from(d.mantissa().unsigned_abs()) else {
+        return d.to_string();
+    };
+    let scale = d.scale() as usize;
+    // u64::MAX has 20 digits and the scale is at most 28: 29 digits at most once padded with zeros.
+    let mut digits = [b'0'; 32];
+    let mut start = digits.len();
+    while m != 0 {
+        start -= 1;
+        digits[start] = b'0' + (m % 10) as u8;
+        m /= 10;
+    }
+    start = start.min(digits.len() - scale - 1);
+    let (whole, frac) = digits[start..].split_at(digits.len() - start - scale);
+    let mut out = String::with_capacity(digits.len() - start + 2);
+    if d.is_sign_negative() {
+        out.push('-');
+    }
+    out.extend(whole.iter().map(|&b| char::from(b)));
+    if scale > 0 {
+        out.push('.');
+        out.extend(frac.iter().map(|&b| char::from(b)));
+    }
+    out
 }
 
 /// Rows per multi-row INSERT (entries and new holds).
@@ -1338,6 +1364,49 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(Err(LedgerError::Storage { .. }))));
         assert!(acks.failed.load(Ordering::SeqCst));
         assert_eq!(acks.in_flight.load(Ordering::SeqCst), 0);
+    }
+
+    /// Amounts are stored as `Decimal`'s own text, digit for digit.
+    #[test]
+    fn amounts_are_written_as_decimal_displays_them() {
+        let mut values: Vec<Decimal> = [
+            "0",
+            "-0",
+            "0.00",
+            "-0.00",
+            "4.5",
+            "4.50",
+            "-4.5",
+            "100",
+            "1e3",
+            "0.0001",
+            "-0.0001",
+            "123456789.123456789",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-79228162514264337593543950335",
+            "0.0000000000000000000000000001",
+            "7922816251426433759354395033.5",
+        ]
+        .iter()
+        .map(|v| {
+            Decimal::from_scientific(v)
+                .or_else(|_| Decimal::from_str(v))
+                .unwrap()
+        })
+        .collect();
+        values.push(Decimal::new(-5, 28));
+        values.push(Decimal::new(i64::MAX, 28));
+        values.push(Decimal::new(i64::MIN, 3));
+        for scale in 0..=28 {
+            values.push(Decimal::new(1234567, scale));
+            values.push(Decimal::new(-7, scale));
+            values.push(Decimal::new(0, scale));
+        }
+        for v in values {
+            assert_eq!(s(v), v.to_string(), "{v:?}");
+            assert_eq!(Decimal::from_str(&s(v)).unwrap().scale(), v.scale());
+        }
     }
 
     /// One batch writing more entries than one multi-row INSERT takes (two full statements and a shorter
