@@ -1446,6 +1446,17 @@ mod tests {
             };
             keys.push(h.id.key.to_string());
         }
+        // Every hold is in the file, open, with its own idempotency key (new holds go in by multi-row
+        // INSERTs of at most `MULTI_ROWS`).
+        let (stored, open, idems): (i64, i64, i64) = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT count(*), sum(state = 0), count(DISTINCT idem) FROM ledger_holds",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((stored, open, idems), (n as i64, n as i64, n as i64));
         let (etx, mut erx) = oneshot::channel();
         let done = w
             .run_batch(vec![Job::History(
