@@ -203,9 +203,6 @@ CREATE INDEX IF NOT EXISTS ledger_entries_team ON ledger_entries (team, seq);
 fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, LedgerError> {
     let conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(options.busy_timeout).map_err(err)?;
-    // A new file gets `PAGE_SIZE` pages (this does nothing to a file that has pages already, which keeps
-    // its size).
-    conn.execute_batch(PAGE_SIZE_PRAGMA).map_err(err)?;
     // Switching to WAL needs a moment without other writers; retry while another process holds the lock.
     let mut tries = 0;
     loop {
@@ -223,17 +220,10 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, LedgerErr
     // before any reply of a committed batch leaves (see `Acks`), which lets the writer start the next
     // transaction while the previous one is being made durable. Checkpoints and WAL restarts still sync
     // (SQLite does so in NORMAL mode too).
-    // A checkpoint every 32 MiB of WAL (8000 pages of 4 KiB) rather than SQLite's 1000 pages: the writer
-    // pays for each (two fsyncs) and pages written again and again (scope rows, the tails of the tables)
-    // are copied once.
-    let page_size: i64 = conn
-        .query_row("PRAGMA page_size", [], |r| r.get(0))
+    // A checkpoint every 8000 WAL pages (32 MiB) rather than SQLite's 1000: the writer pays for each
+    // (two fsyncs) and pages written again and again (scope rows, the tails of the tables) are copied once.
+    conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=8000;")
         .map_err(err)?;
-    let pages = (32 << 20) / page_size.max(512);
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint={pages};"
-    ))
-    .map_err(err)?;
     conn.set_prepared_statement_cache_capacity(64);
     let mut conn = conn;
     let tx = conn
@@ -243,12 +233,6 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, LedgerErr
     tx.commit().map_err(err)?;
     Ok(conn)
 }
-
-/// Page size of new files. Every commit writes each page it changed to the WAL whole (and the acknowledging
-/// fsync syncs them): with ~15 pages changed per batch of 16 operations (the tails of the hold, entry and
-/// index b-trees, scope and funds rows), 2 KiB pages write ~40 KB per batch instead of ~60 KB with SQLite's
-/// default 4 KiB, for fewer bytes copied, checksummed and synced (measured: writer time per batch −7 %).
-const PAGE_SIZE_PRAGMA: &str = "PRAGMA page_size=2048;";
 
 /// Replies of committed batches, waiting for the fsync that makes them durable.
 ///
@@ -1030,13 +1014,7 @@ fn holds_sql(rows: usize) -> &'static str {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
         (0..=MULTI_ROWS)
-            .map(|n| {
-                values_sql(
-                    concat!("INSERT INTO ledger_holds (team, ", hold_cols!(), ")"),
-                    HOLD_COLS,
-                    n,
-                )
-            })
+            .map(|n| values_sql(concat!("INSERT INTO ledger_holds (team, ", hold_cols!(), ")"), HOLD_COLS, n))
             .collect()
     });
     all.get(rows).map_or("", String::as_str)
@@ -1584,30 +1562,5 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(states, [HoldState::Settled.code(), HoldState::Released.code()]);
-        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
-        assert_eq!(page_size, 4096, "the page size was kept");
-    }
-
-    /// New files get small pages; a file that has pages keeps their size when opened again.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn new_files_get_small_pages() {
-        let path = temp_file("page-size");
-        let page_size = || -> i64 {
-            Connection::open(&path)
-                .unwrap()
-                .query_row("PRAGMA page_size", [], |r| r.get(0))
-                .unwrap()
-        };
-        let l = SqliteLedger::open(&path).unwrap();
-        l.create_team(&TeamConfig::new(team(), cu("100"), Utc::now()))
-            .await
-            .unwrap();
-        l.reserve(&req("30", "k1")).await.unwrap();
-        drop(l);
-        assert_eq!(page_size(), 2048);
-        let l = SqliteLedger::open(&path).unwrap();
-        assert!(l.reserve(&req("30", "k1")).await.unwrap().replayed);
-        drop(l);
-        assert_eq!(page_size(), 2048);
     }
 }
