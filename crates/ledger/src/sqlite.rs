@@ -1014,7 +1014,13 @@ fn holds_sql(rows: usize) -> &'static str {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
         (0..=MULTI_ROWS)
-            .map(|n| values_sql(concat!("INSERT INTO ledger_holds (team, ", hold_cols!(), ")"), HOLD_COLS, n))
+            .map(|n| {
+                values_sql(
+                    concat!("INSERT INTO ledger_holds (team, ", hold_cols!(), ")"),
+                    HOLD_COLS,
+                    n,
+                )
+            })
             .collect()
     });
     all.get(rows).map_or("", String::as_str)
