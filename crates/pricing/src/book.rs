@@ -1,8 +1,8 @@
 //! The price book: every catalog, overrides, conversions, plan and thresholds, behind one `Arc`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use genroute_core::hash::FxHashMap as HashMap;
 use genroute_core::{
     Charge, CostSource, Currency, Decimal, ExchangeRate, Generation, Job, Modality, ModelRef, Money,
     ProviderId, Quote, QuoteLine, QuoteSource, Rounding, RoundingMode, Usage,
@@ -232,8 +232,8 @@ impl PriceBookBuilder {
             lists.insert(0, l);
         }
 
-        let mut rates: HashMap<Currency, ExchangeRate> = HashMap::new();
-        let mut entries = HashMap::new();
+        let mut rates: HashMap<Currency, ExchangeRate> = HashMap::default();
+        let mut entries = HashMap::default();
         let mut catalogs = Vec::new();
         for (provider, lists) in providers {
             catalogs.push((provider.clone(), lists.iter().map(|l| l.name.clone()).collect()));

@@ -1,10 +1,10 @@
 //! The attempt loop: resolve → quote → plan → (reserve → call → gate → settle/release → record) × N.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use genroute_core::hash::FxHashMap as HashMap;
 use genroute_core::{
     Billed, CallContext, Charge, CostSource, ErrorKind, IdempotencyKey, JobId, ModelRef, Money, Provider,
     ProviderError, ProviderId, ProviderRequest, Quote, QuoteSource,
@@ -102,14 +102,17 @@ impl RouterBuilder {
                 gate: self.gate,
                 retry_budget: RetryBudget::new(&self.settings.retry_budget),
                 settings: self.settings,
-                breakers: Mutex::new(HashMap::new()),
-                services: Mutex::new(HashMap::new()),
+                breakers: Mutex::new(HashMap::default()),
+                services: Mutex::new(HashMap::default()),
                 latency: LatencyTracker::default(),
                 jitter: self.jitter,
             }),
         }
     }
 }
+
+/// A deployment's services, one per attempt timeout.
+type ByTimeout = Vec<(Option<Duration>, DeploymentService)>;
 
 struct Inner {
     providers: RwLock<Arc<HashMap<ProviderId, Arc<dyn Provider>>>>,
@@ -121,7 +124,7 @@ struct Inner {
     settings: RouterSettings,
     retry_budget: RetryBudget,
     breakers: Mutex<HashMap<ModelRef, Arc<CircuitBreaker>>>,
-    services: Mutex<HashMap<(ModelRef, Option<Duration>), DeploymentService>>,
+    services: Mutex<HashMap<ModelRef, ByTimeout>>,
     latency: LatencyTracker,
     jitter: Jitter,
 }
@@ -159,7 +162,7 @@ impl Router {
     /// Starts a router over routes, prices and a ledger.
     pub fn builder(routes: RouteTable, prices: PriceBook, ledger: Arc<dyn Ledger>) -> RouterBuilder {
         RouterBuilder {
-            providers: HashMap::new(),
+            providers: HashMap::default(),
             routes,
             prices,
             ledger,
@@ -216,9 +219,19 @@ impl Router {
             .services
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.entry((target.clone(), timeout))
-            .or_insert_with(|| deployment_service(Arc::clone(provider), self.breaker(target), timeout))
-            .clone()
+        // Looked up by reference: the key (two strings) is cloned only when a deployment is first used. A
+        // deployment has one service per attempt timeout (almost always just one).
+        if let Some(service) = map
+            .get(target)
+            .and_then(|by_timeout| by_timeout.iter().find(|(t, _)| *t == timeout))
+        {
+            return service.1.clone();
+        }
+        let service = deployment_service(Arc::clone(provider), self.breaker(target), timeout);
+        map.entry(target.clone())
+            .or_default()
+            .push((timeout, service.clone()));
+        service
     }
 
     /// Quotes every candidate of a route and plans the job, without spending anything (the dry run). Each
