@@ -553,13 +553,19 @@ impl Router {
                 match result {
                     Ok(mut generation) => {
                         self.inner.latency.observe(&step.target, latency);
-                        let charge = prices
-                            .charge(&step.target, who.job, &generation)
-                            .unwrap_or_else(|_| Charge {
-                                amount: step.quote.cost.clone(),
-                                source: CostSource::ConservativeEstimate,
-                            });
-                        let cu = prices.to_cu(&charge.amount).map_or(step.quote_cu, |m| m.amount());
+                        // The charge and its CU in one pricing pass (the same figures as `charge` then
+                        // `to_cu` of its amount).
+                        let (charge, cu) = match prices.charge_cu(&step.target, who.job, &generation) {
+                            Ok((charge, cu)) => (charge, cu.map_or(step.quote_cu, |m| m.amount())),
+                            Err(_) => {
+                                let charge = Charge {
+                                    amount: step.quote.cost.clone(),
+                                    source: CostSource::ConservativeEstimate,
+                                };
+                                let cu = prices.to_cu(&charge.amount).map_or(step.quote_cu, |m| m.amount());
+                                (charge, cu)
+                            }
+                        };
                         self.settle(&hold, cu).await?;
                         guard.disarm();
                         state.spend_cu += cu;
