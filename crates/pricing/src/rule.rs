@@ -42,6 +42,20 @@ fn div(a: Decimal, b: Decimal) -> R<Decimal> {
     a.checked_div(b).ok_or(Fail::Overflow)
 }
 
+/// `⌈chars / per_token⌉`, as `div(chars, per_token)?.ceil()` computes it. A whole positive divisor (the
+/// catalogs' case) takes integer arithmetic: the ceiling of a quotient is a whole number at scale 0 either
+/// way, so the result is the same `Decimal`, without a 96-bit division.
+fn text_tokens(chars: u64, per_token: Decimal) -> R<Decimal> {
+    if per_token.scale() == 0
+        && per_token.is_sign_positive()
+        && let Ok(k) = u64::try_from(per_token.mantissa())
+        && k > 0
+    {
+        return Ok(Decimal::from(chars.div_ceil(k)));
+    }
+    Ok(div(Decimal::from(chars), per_token)?.ceil())
+}
+
 /// A number for people: trailing zeros dropped.
 pub(crate) fn num(d: Decimal) -> String {
     d.normalize().to_string()
@@ -564,7 +578,7 @@ impl Rule {
                             )
                         });
                         let chars = f.job.prompt().map(|p| p.chars().count()).unwrap_or(0);
-                        let text = div(Decimal::from(chars as u64), *chars_per_text_token)?.ceil();
+                        let text = text_tokens(chars as u64, *chars_per_text_token)?;
                         sink.note(|| {
                             format!(
                                 "prompt of {chars} characters ≈ {} text tokens (1 per {} characters, rounded up)",
@@ -722,5 +736,36 @@ impl Rule {
                 Ok((one, rep))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_tokens_is_the_ceiling_of_the_division_bit_for_bit() {
+        let divisors = [
+            "4",
+            "1",
+            "3",
+            "7",
+            "1000",
+            "4.0",
+            "3.5",
+            "0.25",
+            "18446744073709551616",
+            "-4",
+        ];
+        for d in divisors {
+            let per: Decimal = d.parse().unwrap();
+            for chars in (0..300).chain([1_000_003, u64::from(u32::MAX), u64::MAX - 1, u64::MAX]) {
+                let fast = text_tokens(chars, per).ok().map(|v| v.serialize());
+                let slow = div(Decimal::from(chars), per).ok().map(|q| q.ceil().serialize());
+                assert_eq!(fast, slow, "{chars} / {d}");
+            }
+        }
+        // A zero divisor fails as the division does.
+        assert!(matches!(text_tokens(5, Decimal::ZERO), Err(Fail::Overflow)));
     }
 }
