@@ -66,6 +66,27 @@ impl Service<AttemptRequest> for ProviderService {
     }
 }
 
+/// `Box::pin(fut)`, except that a future which already is a [`BoxFuture`] (the usual inner service's) is
+/// returned as it is, instead of being boxed a second time (one allocation and one indirect poll less).
+fn boxed<F>(fut: F) -> BoxFuture<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: 'static,
+{
+    let mut slot = Some(fut);
+    if let Some(already) = (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<BoxFuture<F::Output>>>()
+        .and_then(Option::take)
+    {
+        return already;
+    }
+    match slot {
+        Some(fut) => Box::pin(fut),
+        // Only taken above, where it was returned.
+        None => Box::pin(std::future::pending()),
+    }
+}
+
 /// Bounds an attempt by a per-attempt timeout and the job's deadline, whichever is sooner. When time runs
 /// out the inner future is dropped — adapters cancel upstream on drop — and the error is
 /// `ErrorKind::Cancelled` for a deadline, `ErrorKind::Timeout` for the per-attempt timeout.
@@ -120,9 +141,9 @@ where
             (Some(d), _) => (Some(d), true),
             (None, a) => (a, false),
         };
-        // No limit: no timer and no wrapping state machine.
+        // No limit: no timer and no wrapping state machine (and no second box around a boxed future).
         let Some(limit) = limit else {
-            return Box::pin(fut);
+            return boxed(fut);
         };
         Box::pin(async move {
             match tokio::time::timeout(limit, fut).await {
@@ -264,4 +285,25 @@ pub fn deployment_service(
         .layer(TimeoutLayer::new(attempt_timeout))
         .service(ProviderService::new(provider));
     tower::util::BoxCloneSyncService::new(svc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address<T: ?Sized>(f: &Pin<Box<T>>) -> *const () {
+        std::ptr::from_ref::<T>(&**f).cast()
+    }
+
+    #[tokio::test]
+    async fn a_boxed_future_is_not_boxed_again() {
+        let inner: BoxFuture<u32> = Box::pin(async { 7 });
+        let at = address(&inner);
+        let same = boxed(inner);
+        assert_eq!(address(&same), at);
+        assert_eq!(same.await, 7);
+        // Any other future is boxed.
+        assert_eq!(boxed(async { 8 }).await, 8);
+        assert_eq!(boxed(std::future::ready(9u8)).await, 9);
+    }
 }
