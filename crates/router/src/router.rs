@@ -23,7 +23,7 @@ use crate::plan::{Assessment, DropReason, Step, admit, plan, primary_of};
 use crate::request::{AttemptRecord, GenerateRequest, Outcome};
 use crate::retry::{Jitter, RetryBudget, RetryBudgetConfig};
 use crate::route::{CandidateConfig, LatencyTracker, OnContentRejection, Policy, RouteConfig, RouteTable};
-use crate::service::{AttemptRequest, BoxFuture, DeploymentService, deployment_service};
+use crate::service::{AttemptRequest, BoxFuture, Deployment};
 
 /// Router-wide settings.
 #[derive(Clone, Debug)]
@@ -112,7 +112,7 @@ impl RouterBuilder {
 }
 
 /// A deployment's services, one per attempt timeout.
-type ByTimeout = Vec<(Option<Duration>, DeploymentService)>;
+type ByTimeout = Vec<(Option<Duration>, Deployment)>;
 
 struct Inner {
     providers: RwLock<Arc<HashMap<ProviderId, Arc<dyn Provider>>>>,
@@ -213,7 +213,7 @@ impl Router {
         target: &ModelRef,
         provider: &Arc<dyn Provider>,
         timeout: Option<Duration>,
-    ) -> DeploymentService {
+    ) -> Deployment {
         let mut map = self
             .inner
             .services
@@ -227,7 +227,7 @@ impl Router {
         {
             return service.1.clone();
         }
-        let service = deployment_service(Arc::clone(provider), self.breaker(target), timeout);
+        let service = Deployment::new(Arc::clone(provider), self.breaker(target), timeout);
         map.entry(target.clone())
             .or_default()
             .push((timeout, service.clone()));

@@ -301,22 +301,30 @@ pub fn deployment_service(
     breaker: Arc<CircuitBreaker>,
     attempt_timeout: Option<Duration>,
 ) -> DeploymentService {
-    tower::util::BoxCloneSyncService::new(Deployment {
-        provider,
-        breaker,
-        attempt_timeout,
-    })
+    tower::util::BoxCloneSyncService::new(Deployment::new(provider, breaker, attempt_timeout))
 }
 
-/// The standard stack as one service (see [`deployment_service`]).
+/// The standard stack as one service (see [`deployment_service`]); the router keeps these unboxed.
 #[derive(Clone)]
-struct Deployment {
+pub(crate) struct Deployment {
     provider: Arc<dyn Provider>,
     breaker: Arc<CircuitBreaker>,
     attempt_timeout: Option<Duration>,
 }
 
 impl Deployment {
+    pub(crate) fn new(
+        provider: Arc<dyn Provider>,
+        breaker: Arc<CircuitBreaker>,
+        attempt_timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            provider,
+            breaker,
+            attempt_timeout,
+        }
+    }
+
     /// Breaker, then timeout, then provider: what the layers under [`Trace`] do in their `call`s.
     fn attempt(&self, req: AttemptRequest) -> BoxFuture<Result<Generation, ProviderError>> {
         let Some(permit) = self.breaker.try_acquire() else {
