@@ -646,7 +646,7 @@ impl PriceBook {
             if *currency == Currency::Cu {
                 let r = self.inner.cu_rounding;
                 let rounded = r.apply(value);
-                if rounded != value {
+                if S::EXPLAINS && rounded != value {
                     sink.step(|| format!("CU rounded {}", rounding_text(r)), rounded);
                 }
                 return Ok(Money::cu(rounded));

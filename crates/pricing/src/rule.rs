@@ -4,6 +4,9 @@ use genroute_core::{AudioKind, Decimal, EditOp, Job, Operation, Rounding, Roundi
 
 /// Where explanation lines go. The fast path ([`NoLines`]) never runs the closures, so it formats nothing.
 pub(crate) trait Sink {
+    /// Whether the sink keeps lines: work done only to word a line (such as comparing an amount with its
+    /// rounding) is skipped when it does not.
+    const EXPLAINS: bool = true;
     /// A line without an amount.
     fn note(&mut self, text: impl FnOnce() -> String);
     /// A line with the running amount, in the sink's current currency.
@@ -14,6 +17,7 @@ pub(crate) trait Sink {
 pub(crate) struct NoLines;
 
 impl Sink for NoLines {
+    const EXPLAINS: bool = false;
     #[inline(always)]
     fn note(&mut self, _: impl FnOnce() -> String) {}
     #[inline(always)]
@@ -331,7 +335,7 @@ fn round_q<S: Sink>(q: Decimal, r: Option<Rounding>, what: &str, sink: &mut S) -
     match r {
         Some(r) => {
             let out = r.apply(q);
-            if out != q {
+            if S::EXPLAINS && out != q {
                 sink.note(|| {
                     format!(
                         "{} {what} rounded {} → {} {what}",
