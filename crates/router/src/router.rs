@@ -1054,15 +1054,16 @@ fn ceiling_cu(
     request: &GenerateRequest,
     prices: &PriceBook,
 ) -> Result<Option<Decimal>, RouterError> {
-    Ok(
-        [route.cost_ceiling.as_ref(), request.limits.cost_ceiling.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|m| prices.to_cu(m).map(|cu| cu.amount()))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .min(),
-    )
+    let mut ceiling: Option<Decimal> = None;
+    for m in [route.cost_ceiling.as_ref(), request.limits.cost_ceiling.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        let cu = prices.to_cu(m)?.amount();
+        // Of equal ceilings the first is kept (`Ord::min` returns its receiver on a tie).
+        ceiling = Some(ceiling.map_or(cu, |c| c.min(cu)));
+    }
+    Ok(ceiling)
 }
 
 /// Prices a candidate: explained for the dry run, the catalog's fast path (same amounts, no lines) for a run.
