@@ -46,6 +46,80 @@ fn div(a: Decimal, b: Decimal) -> R<Decimal> {
     a.checked_div(b).ok_or(Fail::Overflow)
 }
 
+/// `x / 1 000 000` exactly as `div(x, 1_000_000)` computes it (the same `Decimal`, scale included), without
+/// a general 96-bit division for the amounts token prices produce (a mantissa within 64 bits, scale ≤ 19);
+/// anything else takes the division itself.
+///
+/// This follows `rust_decimal`'s division for a 32-bit divisor: an exact quotient keeps the dividend's
+/// scale; otherwise the quotient is scaled up by 10⁹ (the remainder, below 10⁶, then divides exactly) and
+/// trailing zeros are stripped the way its `unscale` does (10⁸ only while the low 32 bits are zero, then
+/// 10⁴, 10², 10 at most once each). A test compares the two bit for bit.
+fn per_million(x: Decimal) -> R<Decimal> {
+    const MILLION: u64 = 1_000_000;
+    let scale = x.scale();
+    let magnitude = u64::try_from(x.mantissa().unsigned_abs());
+    let Ok(m) = magnitude else {
+        return div(x, Decimal::from(MILLION));
+    };
+    if scale > 19 {
+        return div(x, Decimal::from(MILLION));
+    }
+    if m == 0 {
+        return Ok(Decimal::ZERO);
+    }
+    let negative = x.is_sign_negative();
+    let (q, r) = (m / MILLION, m % MILLION);
+    if r == 0 {
+        return Ok(from_u96(u128::from(q), negative, scale));
+    }
+    // Scaled by 10⁹ the quotient is q·10⁹ + r·10³ = m·10³: kept as `base · 10^zeros` so every step below
+    // is 64-bit arithmetic.
+    let (mut base, mut zeros, mut s) = (m, 3usize, scale + 9);
+    // 10⁸ only while the value's low 32 bits are zero (what `unscale` checks first).
+    while base.wrapping_mul(POW10[zeros]) & 0xFFFF_FFFF == 0 && s >= 8 && strip(&mut base, &mut zeros, 8) {
+        s -= 8;
+    }
+    for digits in [4, 2, 1] {
+        if s >= digits as u32 && strip(&mut base, &mut zeros, digits) {
+            s -= digits as u32;
+        }
+    }
+    Ok(from_u96(u128::from(base) * u128::from(POW10[zeros]), negative, s))
+}
+
+const POW10: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// Divides `base · 10^zeros` by `10^digits` (`digits` ≤ 8) if it is a multiple of it.
+fn strip(base: &mut u64, zeros: &mut usize, digits: usize) -> bool {
+    if *zeros >= digits {
+        *zeros -= digits;
+        return true;
+    }
+    let pow = POW10[digits - *zeros];
+    if base.is_multiple_of(pow) {
+        *base /= pow;
+        *zeros = 0;
+        return true;
+    }
+    false
+}
+
+/// A `Decimal` from a magnitude below 2⁹⁶, a sign and a scale ≤ 28.
+fn from_u96(v: u128, negative: bool, scale: u32) -> Decimal {
+    let word = |shift: u32| u32::try_from((v >> shift) & 0xFFFF_FFFF).unwrap_or(0);
+    Decimal::from_parts(word(0), word(32), word(64), negative, scale)
+}
+
 /// `⌈chars / per_token⌉`, as `div(chars, per_token)?.ceil()` computes it. A whole positive divisor (the
 /// catalogs' case) takes integer arithmetic: the ceiling of a quotient is a whole number at scale 0 either
 /// way, so the result is the same `Decimal`, without a 96-bit division.
@@ -543,7 +617,6 @@ impl Rule {
                 chars_per_text_token,
                 image_tokens_per_reference,
             } => {
-                let million = Decimal::from(1_000_000u32);
                 let reported = usage.and_then(|u| u.output_tokens.map(|o| (u, o)));
                 let (t_in, i_in, out, rep) = match reported {
                     Some((u, out)) => {
@@ -609,7 +682,7 @@ impl Rule {
                     if tokens.is_zero() {
                         continue;
                     }
-                    let part = div(mul(tokens, price)?, million)?;
+                    let part = per_million(mul(tokens, price)?)?;
                     total = total.checked_add(part).ok_or(Fail::Overflow)?;
                     sink.step(
                         || {
@@ -771,5 +844,60 @@ mod tests {
         }
         // A zero divisor fails as the division does.
         assert!(matches!(text_tokens(5, Decimal::ZERO), Err(Fail::Overflow)));
+    }
+
+    #[test]
+    fn per_million_is_the_division_bit_for_bit() {
+        let million = Decimal::from(1_000_000u32);
+        let check = |x: Decimal| {
+            let fast = per_million(x).ok().map(|d| d.serialize());
+            let slow = div(x, million).ok().map(|d| d.serialize());
+            assert_eq!(fast, slow, "{x} (scale {})", x.scale());
+        };
+        // Token counts times catalog-like prices (the path's real inputs).
+        for price in ["0", "5", "10", "40", "2.5", "0.01", "32.00", "1.25", "0.000001"] {
+            let price: Decimal = price.parse().unwrap();
+            for tokens in (0..20_000u64).chain([999_999, 1_000_000, 1_000_001, 123_456_789_012]) {
+                check(Decimal::from(tokens) * price);
+            }
+        }
+        // Random mantissas and scales, inside and outside the fast path's range, both signs.
+        // splitmix64: deterministic, no dependency.
+        let mut state = 7u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        for i in 0..200_000u32 {
+            let a = next();
+            let b = next();
+            let small = |n: u64, below: u64| n % below;
+            let mantissa: i128 = match i % 5 {
+                0 => i128::from(a as i64),
+                1 => i128::from(a >> small(b, 64)),
+                2 => i128::from(small(a, 100_000)) * 10i128.pow(small(b, 14) as u32),
+                3 => (i128::from(a) << 32 | i128::from(b >> 32)) * if b & 1 == 0 { 1 } else { -1 },
+                _ => i128::from(small(a, 2_000_000)) * 10i128.pow(small(b, 8) as u32),
+            };
+            let c = next();
+            let scale = if i % 3 == 0 { small(c, 5) } else { small(c, 29) } as u32;
+            if let Ok(x) = Decimal::try_from_i128_with_scale(mantissa, scale) {
+                check(x);
+            }
+        }
+        // Where the 10⁸ step applies (low 32 bits zero) and where it does not.
+        for x in [
+            "4294967296",
+            "429496729600000000",
+            "1.00000000",
+            "0.5",
+            "-7.25",
+            "18446744073709551615",
+        ] {
+            check(x.parse().unwrap());
+        }
     }
 }
