@@ -645,7 +645,7 @@ impl PriceBook {
             currency = &rate.to;
             if *currency == Currency::Cu {
                 let r = self.inner.cu_rounding;
-                let rounded = r.apply(value);
+                let rounded = crate::rule::round(value, r);
                 if S::EXPLAINS && rounded != value {
                     sink.step(|| format!("CU rounded {}", rounding_text(r)), rounded);
                 }

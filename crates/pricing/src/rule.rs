@@ -120,6 +120,63 @@ fn from_u96(v: u128, negative: bool, scale: u32) -> Decimal {
     Decimal::from_parts(word(0), word(32), word(64), negative, scale)
 }
 
+/// `r.apply(value)` (rust_decimal's `round_dp_with_strategy`), the same `Decimal`, in 64-bit integer
+/// arithmetic when the mantissa fits 64 bits and at most 19 digits are dropped: the kept digits are the
+/// truncated quotient, bumped by one as the mode decides from the dropped part against half a unit; the
+/// result has exactly `decimal_places`. Zero and anything wider take `apply` itself. A test compares the two
+/// bit for bit for every mode.
+pub(crate) fn round(value: Decimal, r: Rounding) -> Decimal {
+    let scale = value.scale();
+    let dp = r.decimal_places;
+    if scale <= dp {
+        return value;
+    }
+    let dropped = (scale - dp) as usize;
+    let magnitude = u64::try_from(value.mantissa().unsigned_abs());
+    let (Ok(m), Some(&pow)) = (magnitude, POW10_19.get(dropped)) else {
+        return r.apply(value);
+    };
+    if m == 0 {
+        return r.apply(value);
+    }
+    let negative = value.is_sign_negative();
+    let (kept, rest) = (m / pow, m % pow);
+    let half = pow / 2;
+    let up = match r.mode {
+        RoundingMode::HalfUp => rest >= half,
+        RoundingMode::HalfDown => rest > half,
+        RoundingMode::HalfEven => rest > half || (rest == half && kept & 1 == 1),
+        RoundingMode::Up => rest != 0,
+        RoundingMode::Down => false,
+        RoundingMode::Ceiling => !negative && rest != 0,
+        RoundingMode::Floor => negative && rest != 0,
+    };
+    from_u96(u128::from(kept) + u128::from(up), negative, dp)
+}
+
+const POW10_19: [u64; 20] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+    10_000_000_000,
+    100_000_000_000,
+    1_000_000_000_000,
+    10_000_000_000_000,
+    100_000_000_000_000,
+    1_000_000_000_000_000,
+    10_000_000_000_000_000,
+    100_000_000_000_000_000,
+    1_000_000_000_000_000_000,
+    10_000_000_000_000_000_000,
+];
+
 /// `⌈chars / per_token⌉`, as `div(chars, per_token)?.ceil()` computes it. A whole positive divisor (the
 /// catalogs' case) takes integer arithmetic: the ceiling of a quotient is a whole number at scale 0 either
 /// way, so the result is the same `Decimal`, without a 96-bit division.
@@ -844,6 +901,68 @@ mod tests {
         }
         // A zero divisor fails as the division does.
         assert!(matches!(text_tokens(5, Decimal::ZERO), Err(Fail::Overflow)));
+    }
+
+    #[test]
+    fn round_is_apply_bit_for_bit() {
+        let modes = [
+            RoundingMode::HalfUp,
+            RoundingMode::HalfDown,
+            RoundingMode::HalfEven,
+            RoundingMode::Up,
+            RoundingMode::Down,
+            RoundingMode::Ceiling,
+            RoundingMode::Floor,
+        ];
+        let mut state = 11u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let mut values: Vec<Decimal> = [
+            "0",
+            "-0.00000",
+            "0.00005",
+            "-0.00005",
+            "0.00015",
+            "0.00025",
+            "1.23455",
+            "-1.23445",
+            "6.646875",
+            "18446744073709551615",
+            "0.18446744073709551615",
+            "-1844674407370955161.5",
+            "79228162514264337593543950335",
+            "0.0000000000000000000000000001",
+            "99999.99995",
+            "-99999.99995",
+        ]
+        .iter()
+        .map(|v| v.parse().unwrap())
+        .collect();
+        for i in 0..30_000u64 {
+            let (a, b) = (next(), next());
+            let mantissa: i128 = match i % 4 {
+                0 => i128::from(a % 100_000) * if b & 1 == 0 { 1 } else { -1 },
+                1 => i128::from(a as i64),
+                2 => i128::from(a >> (b % 64)),
+                _ => (i128::from(a) << 30) * if b & 1 == 0 { 1 } else { -1 },
+            };
+            if let Ok(v) = Decimal::try_from_i128_with_scale(mantissa, (b >> 8) as u32 % 29) {
+                values.push(v);
+            }
+        }
+        for v in values {
+            for mode in modes {
+                for decimal_places in [0, 1, 2, 4, 6, 9, 20, 28] {
+                    let r = Rounding { decimal_places, mode };
+                    assert_eq!(round(v, r).serialize(), r.apply(v).serialize(), "{v} {r:?}");
+                }
+            }
+        }
     }
 
     #[test]
