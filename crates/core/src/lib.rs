@@ -5,6 +5,7 @@ pub mod cleanup;
 pub mod context;
 pub mod error;
 pub mod generation;
+pub mod hash;
 pub mod ids;
 pub mod job;
 pub mod money;

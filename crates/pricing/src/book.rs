@@ -1,11 +1,11 @@
 //! The price book: every catalog, overrides, conversions, plan and thresholds, behind one `Arc`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use genroute_core::hash::FxHashMap as HashMap;
 use genroute_core::{
     Charge, CostSource, Currency, Decimal, ExchangeRate, Generation, Job, Modality, ModelRef, Money,
-    ProviderId, Quote, QuoteLine, QuoteSource, Rounding, RoundingMode, Usage,
+    MoneyError, ProviderId, Quote, QuoteLine, QuoteSource, Rounding, RoundingMode, Usage,
 };
 
 use crate::catalog::{Catalog, DEFAULT_LIST, ModelPrice, PriceList, key_segment};
@@ -232,8 +232,8 @@ impl PriceBookBuilder {
             lists.insert(0, l);
         }
 
-        let mut rates: HashMap<Currency, ExchangeRate> = HashMap::new();
-        let mut entries = HashMap::new();
+        let mut rates: HashMap<Currency, ExchangeRate> = HashMap::default();
+        let mut entries = HashMap::default();
         let mut catalogs = Vec::new();
         for (provider, lists) in providers {
             catalogs.push((provider.clone(), lists.iter().map(|l| l.name.clone()).collect()));
@@ -538,6 +538,34 @@ impl PriceBook {
         })
     }
 
+    /// [`PriceBook::charge`] together with the charge in compute units, as [`PriceBook::to_cu`] of its amount
+    /// would give it (`None` where no conversion to CU is configured), in one pass: a priced charge reuses
+    /// the conversion its pricing already made instead of converting the amount again.
+    pub fn charge_cu(
+        &self,
+        target: &ModelRef,
+        job: &Job,
+        generation: &Generation,
+    ) -> Result<(Charge, Option<Money>), PricingError> {
+        if let Some(c) = &generation.charged {
+            let cu = self.to_cu(&c.amount).ok();
+            return Ok((c.clone(), cu));
+        }
+        let entry = self.entry(target)?;
+        let p = self.price(target, entry, job, Some(&generation.usage), &mut NoLines)?;
+        Ok((
+            Charge {
+                amount: p.cost,
+                source: if p.reported {
+                    CostSource::ProviderReported
+                } else {
+                    CostSource::PriceTable
+                },
+            },
+            p.cost_cu,
+        ))
+    }
+
     /// Like [`PriceBook::charge`], with the explanation (for cost logs and audits).
     pub fn charge_explained(
         &self,
@@ -583,15 +611,24 @@ impl PriceBook {
         if *amount.currency() == Currency::Cu {
             return Ok(amount.clone());
         }
-        let mut m = amount.clone();
+        // Walked on the bare amount (rates are keyed by the currency they convert from, so each applies to
+        // the amount in hand): no `Money` copy per step.
+        let mut value = amount.amount();
+        let mut currency = amount.currency();
         for _ in 0..4 {
-            let Some(rate) = self.inner.rates.get(m.currency()) else {
+            let Some(rate) = self.inner.rates.get(currency) else {
                 break;
             };
-            let next = m.convert(rate).map_err(|source| PricingError::Money {
-                context: format!("converting {m} to {}", rate.to),
-                source,
-            })?;
+            let next = value
+                .checked_mul(rate.per_unit)
+                .ok_or_else(|| PricingError::Money {
+                    context: format!(
+                        "converting {} to {}",
+                        Money::new(value, currency.clone()),
+                        rate.to
+                    ),
+                    source: MoneyError::Overflow,
+                })?;
             sink.set_currency(&rate.to);
             sink.step(
                 || {
@@ -602,16 +639,17 @@ impl PriceBook {
                         rate.to
                     )
                 },
-                next.amount(),
+                next,
             );
-            m = next;
-            if *m.currency() == Currency::Cu {
+            value = next;
+            currency = &rate.to;
+            if *currency == Currency::Cu {
                 let r = self.inner.cu_rounding;
-                let rounded = m.round(r);
-                if rounded != m {
-                    sink.step(|| format!("CU rounded {}", rounding_text(r)), rounded.amount());
+                let rounded = crate::rule::round(value, r);
+                if S::EXPLAINS && rounded != value {
+                    sink.step(|| format!("CU rounded {}", rounding_text(r)), rounded);
                 }
-                return Ok(rounded);
+                return Ok(Money::cu(rounded));
             }
         }
         Err(PricingError::ConversionMissing {

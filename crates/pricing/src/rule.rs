@@ -4,6 +4,9 @@ use genroute_core::{AudioKind, Decimal, EditOp, Job, Operation, Rounding, Roundi
 
 /// Where explanation lines go. The fast path ([`NoLines`]) never runs the closures, so it formats nothing.
 pub(crate) trait Sink {
+    /// Whether the sink keeps lines: work done only to word a line (such as comparing an amount with its
+    /// rounding) is skipped when it does not.
+    const EXPLAINS: bool = true;
     /// A line without an amount.
     fn note(&mut self, text: impl FnOnce() -> String);
     /// A line with the running amount, in the sink's current currency.
@@ -14,6 +17,7 @@ pub(crate) trait Sink {
 pub(crate) struct NoLines;
 
 impl Sink for NoLines {
+    const EXPLAINS: bool = false;
     #[inline(always)]
     fn note(&mut self, _: impl FnOnce() -> String) {}
     #[inline(always)]
@@ -40,6 +44,151 @@ pub(crate) fn mul(a: Decimal, b: Decimal) -> R<Decimal> {
 
 fn div(a: Decimal, b: Decimal) -> R<Decimal> {
     a.checked_div(b).ok_or(Fail::Overflow)
+}
+
+/// `x / 1 000 000` exactly as `div(x, 1_000_000)` computes it (the same `Decimal`, scale included), without
+/// a general 96-bit division for the amounts token prices produce (a mantissa within 64 bits, scale ≤ 19);
+/// anything else takes the division itself.
+///
+/// This follows `rust_decimal`'s division for a 32-bit divisor: an exact quotient keeps the dividend's
+/// scale; otherwise the quotient is scaled up by 10⁹ (the remainder, below 10⁶, then divides exactly) and
+/// trailing zeros are stripped the way its `unscale` does (10⁸ only while the low 32 bits are zero, then
+/// 10⁴, 10², 10 at most once each). A test compares the two bit for bit.
+fn per_million(x: Decimal) -> R<Decimal> {
+    const MILLION: u64 = 1_000_000;
+    let scale = x.scale();
+    let magnitude = u64::try_from(x.mantissa().unsigned_abs());
+    let Ok(m) = magnitude else {
+        return div(x, Decimal::from(MILLION));
+    };
+    if scale > 19 {
+        return div(x, Decimal::from(MILLION));
+    }
+    if m == 0 {
+        return Ok(Decimal::ZERO);
+    }
+    let negative = x.is_sign_negative();
+    let (q, r) = (m / MILLION, m % MILLION);
+    if r == 0 {
+        return Ok(from_u96(u128::from(q), negative, scale));
+    }
+    // Scaled by 10⁹ the quotient is q·10⁹ + r·10³ = m·10³: kept as `base · 10^zeros` so every step below
+    // is 64-bit arithmetic.
+    let (mut base, mut zeros, mut s) = (m, 3usize, scale + 9);
+    // 10⁸ only while the value's low 32 bits are zero (what `unscale` checks first).
+    while base.wrapping_mul(POW10[zeros]) & 0xFFFF_FFFF == 0 && s >= 8 && strip(&mut base, &mut zeros, 8) {
+        s -= 8;
+    }
+    for digits in [4, 2, 1] {
+        if s >= digits as u32 && strip(&mut base, &mut zeros, digits) {
+            s -= digits as u32;
+        }
+    }
+    Ok(from_u96(u128::from(base) * u128::from(POW10[zeros]), negative, s))
+}
+
+const POW10: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// Divides `base · 10^zeros` by `10^digits` (`digits` ≤ 8) if it is a multiple of it.
+fn strip(base: &mut u64, zeros: &mut usize, digits: usize) -> bool {
+    if *zeros >= digits {
+        *zeros -= digits;
+        return true;
+    }
+    let pow = POW10[digits - *zeros];
+    if base.is_multiple_of(pow) {
+        *base /= pow;
+        *zeros = 0;
+        return true;
+    }
+    false
+}
+
+/// A `Decimal` from a magnitude below 2⁹⁶, a sign and a scale ≤ 28.
+fn from_u96(v: u128, negative: bool, scale: u32) -> Decimal {
+    let word = |shift: u32| u32::try_from((v >> shift) & 0xFFFF_FFFF).unwrap_or(0);
+    Decimal::from_parts(word(0), word(32), word(64), negative, scale)
+}
+
+/// `r.apply(value)` (rust_decimal's `round_dp_with_strategy`), the same `Decimal`, in 64-bit integer
+/// arithmetic when the mantissa fits 64 bits and at most 19 digits are dropped: the kept digits are the
+/// truncated quotient, bumped by one as the mode decides from the dropped part against half a unit; the
+/// result has exactly `decimal_places`. Zero and anything wider take `apply` itself. A test compares the two
+/// bit for bit for every mode.
+pub(crate) fn round(value: Decimal, r: Rounding) -> Decimal {
+    let scale = value.scale();
+    let dp = r.decimal_places;
+    if scale <= dp {
+        return value;
+    }
+    let dropped = (scale - dp) as usize;
+    let magnitude = u64::try_from(value.mantissa().unsigned_abs());
+    let (Ok(m), Some(&pow)) = (magnitude, POW10_19.get(dropped)) else {
+        return r.apply(value);
+    };
+    if m == 0 {
+        return r.apply(value);
+    }
+    let negative = value.is_sign_negative();
+    let (kept, rest) = (m / pow, m % pow);
+    let half = pow / 2;
+    let up = match r.mode {
+        RoundingMode::HalfUp => rest >= half,
+        RoundingMode::HalfDown => rest > half,
+        RoundingMode::HalfEven => rest > half || (rest == half && kept & 1 == 1),
+        RoundingMode::Up => rest != 0,
+        RoundingMode::Down => false,
+        RoundingMode::Ceiling => !negative && rest != 0,
+        RoundingMode::Floor => negative && rest != 0,
+    };
+    from_u96(u128::from(kept) + u128::from(up), negative, dp)
+}
+
+const POW10_19: [u64; 20] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+    10_000_000_000,
+    100_000_000_000,
+    1_000_000_000_000,
+    10_000_000_000_000,
+    100_000_000_000_000,
+    1_000_000_000_000_000,
+    10_000_000_000_000_000,
+    100_000_000_000_000_000,
+    1_000_000_000_000_000_000,
+    10_000_000_000_000_000_000,
+];
+
+/// `⌈chars / per_token⌉`, as `div(chars, per_token)?.ceil()` computes it. A whole positive divisor (the
+/// catalogs' case) takes integer arithmetic: the ceiling of a quotient is a whole number at scale 0 either
+/// way, so the result is the same `Decimal`, without a 96-bit division.
+fn text_tokens(chars: u64, per_token: Decimal) -> R<Decimal> {
+    if per_token.scale() == 0
+        && per_token.is_sign_positive()
+        && let Ok(k) = u64::try_from(per_token.mantissa())
+        && k > 0
+    {
+        return Ok(Decimal::from(chars.div_ceil(k)));
+    }
+    Ok(div(Decimal::from(chars), per_token)?.ceil())
 }
 
 /// A number for people: trailing zeros dropped.
@@ -317,7 +466,7 @@ fn round_q<S: Sink>(q: Decimal, r: Option<Rounding>, what: &str, sink: &mut S) -
     match r {
         Some(r) => {
             let out = r.apply(q);
-            if out != q {
+            if S::EXPLAINS && out != q {
                 sink.note(|| {
                     format!(
                         "{} {what} rounded {} → {} {what}",
@@ -525,7 +674,6 @@ impl Rule {
                 chars_per_text_token,
                 image_tokens_per_reference,
             } => {
-                let million = Decimal::from(1_000_000u32);
                 let reported = usage.and_then(|u| u.output_tokens.map(|o| (u, o)));
                 let (t_in, i_in, out, rep) = match reported {
                     Some((u, out)) => {
@@ -564,7 +712,7 @@ impl Rule {
                             )
                         });
                         let chars = f.job.prompt().map(|p| p.chars().count()).unwrap_or(0);
-                        let text = div(Decimal::from(chars as u64), *chars_per_text_token)?.ceil();
+                        let text = text_tokens(chars as u64, *chars_per_text_token)?;
                         sink.note(|| {
                             format!(
                                 "prompt of {chars} characters ≈ {} text tokens (1 per {} characters, rounded up)",
@@ -591,7 +739,7 @@ impl Rule {
                     if tokens.is_zero() {
                         continue;
                     }
-                    let part = div(mul(tokens, price)?, million)?;
+                    let part = per_million(mul(tokens, price)?)?;
                     total = total.checked_add(part).ok_or(Fail::Overflow)?;
                     sink.step(
                         || {
@@ -721,6 +869,154 @@ impl Rule {
                 }
                 Ok((one, rep))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_tokens_is_the_ceiling_of_the_division_bit_for_bit() {
+        let divisors = [
+            "4",
+            "1",
+            "3",
+            "7",
+            "1000",
+            "4.0",
+            "3.5",
+            "0.25",
+            "18446744073709551616",
+            "-4",
+        ];
+        for d in divisors {
+            let per: Decimal = d.parse().unwrap();
+            for chars in (0..300).chain([1_000_003, u64::from(u32::MAX), u64::MAX - 1, u64::MAX]) {
+                let fast = text_tokens(chars, per).ok().map(|v| v.serialize());
+                let slow = div(Decimal::from(chars), per).ok().map(|q| q.ceil().serialize());
+                assert_eq!(fast, slow, "{chars} / {d}");
+            }
+        }
+        // A zero divisor fails as the division does.
+        assert!(matches!(text_tokens(5, Decimal::ZERO), Err(Fail::Overflow)));
+    }
+
+    #[test]
+    fn round_is_apply_bit_for_bit() {
+        let modes = [
+            RoundingMode::HalfUp,
+            RoundingMode::HalfDown,
+            RoundingMode::HalfEven,
+            RoundingMode::Up,
+            RoundingMode::Down,
+            RoundingMode::Ceiling,
+            RoundingMode::Floor,
+        ];
+        let mut state = 11u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let mut values: Vec<Decimal> = [
+            "0",
+            "-0.00000",
+            "0.00005",
+            "-0.00005",
+            "0.00015",
+            "0.00025",
+            "1.23455",
+            "-1.23445",
+            "6.646875",
+            "18446744073709551615",
+            "0.18446744073709551615",
+            "-1844674407370955161.5",
+            "79228162514264337593543950335",
+            "0.0000000000000000000000000001",
+            "99999.99995",
+            "-99999.99995",
+        ]
+        .iter()
+        .map(|v| v.parse().unwrap())
+        .collect();
+        for i in 0..30_000u64 {
+            let (a, b) = (next(), next());
+            let mantissa: i128 = match i % 4 {
+                0 => i128::from(a % 100_000) * if b & 1 == 0 { 1 } else { -1 },
+                1 => i128::from(a as i64),
+                2 => i128::from(a >> (b % 64)),
+                _ => (i128::from(a) << 30) * if b & 1 == 0 { 1 } else { -1 },
+            };
+            if let Ok(v) = Decimal::try_from_i128_with_scale(mantissa, (b >> 8) as u32 % 29) {
+                values.push(v);
+            }
+        }
+        for v in values {
+            for mode in modes {
+                for decimal_places in [0, 1, 2, 4, 6, 9, 20, 28] {
+                    let r = Rounding { decimal_places, mode };
+                    assert_eq!(round(v, r).serialize(), r.apply(v).serialize(), "{v} {r:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn per_million_is_the_division_bit_for_bit() {
+        let million = Decimal::from(1_000_000u32);
+        let check = |x: Decimal| {
+            let fast = per_million(x).ok().map(|d| d.serialize());
+            let slow = div(x, million).ok().map(|d| d.serialize());
+            assert_eq!(fast, slow, "{x} (scale {})", x.scale());
+        };
+        // Token counts times catalog-like prices (the path's real inputs).
+        for price in ["0", "5", "10", "40", "2.5", "0.01", "32.00", "1.25", "0.000001"] {
+            let price: Decimal = price.parse().unwrap();
+            for tokens in (0..20_000u64).chain([999_999, 1_000_000, 1_000_001, 123_456_789_012]) {
+                check(Decimal::from(tokens) * price);
+            }
+        }
+        // Random mantissas and scales, inside and outside the fast path's range, both signs.
+        // splitmix64: deterministic, no dependency.
+        let mut state = 7u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        for i in 0..200_000u32 {
+            let a = next();
+            let b = next();
+            let small = |n: u64, below: u64| n % below;
+            let mantissa: i128 = match i % 5 {
+                0 => i128::from(a as i64),
+                1 => i128::from(a >> small(b, 64)),
+                2 => i128::from(small(a, 100_000)) * 10i128.pow(small(b, 14) as u32),
+                3 => (i128::from(a) << 32 | i128::from(b >> 32)) * if b & 1 == 0 { 1 } else { -1 },
+                _ => i128::from(small(a, 2_000_000)) * 10i128.pow(small(b, 8) as u32),
+            };
+            let c = next();
+            let scale = if i % 3 == 0 { small(c, 5) } else { small(c, 29) } as u32;
+            if let Ok(x) = Decimal::try_from_i128_with_scale(mantissa, scale) {
+                check(x);
+            }
+        }
+        // Where the 10⁸ step applies (low 32 bits zero) and where it does not.
+        for x in [
+            "4294967296",
+            "429496729600000000",
+            "1.00000000",
+            "0.5",
+            "-7.25",
+            "18446744073709551615",
+        ] {
+            check(x.parse().unwrap());
         }
     }
 }

@@ -763,3 +763,66 @@ fn price_book_is_clone_send_sync() {
         .unwrap();
     assert_eq!(scenario.1, ["cu", "legacy_usd"]);
 }
+
+#[test]
+fn charge_cu_is_charge_then_to_cu() {
+    // With the built-in USD → CU rate, and with no conversion at all (CU left empty).
+    let no_rate = PriceBook::builder()
+        .catalogs(genroute_pricing::builtin::catalogs().unwrap())
+        .build()
+        .unwrap();
+    let openai = |input: u64, output: u64| {
+        let mut g = Generation::new(vec![]);
+        g.usage.input_tokens = Some(input);
+        g.usage.output_tokens = Some(output);
+        g
+    };
+    let fal = {
+        let mut g = Generation::new(vec![]);
+        g.usage.billable_units = Some(d("1.5"));
+        g
+    };
+    let reported = {
+        let mut g = Generation::new(vec![]);
+        g.charged = Some(Charge {
+            amount: Money::usd(d("0.123456789")),
+            source: CostSource::ProviderReported,
+        });
+        g
+    };
+    let cases = [
+        (t("openai", "gpt-image-1"), img(1024, 1024, 1), openai(50, 1056)),
+        (
+            t("openai", "gpt-image-1"),
+            img(1024, 1024, 1),
+            Generation::new(vec![]),
+        ),
+        (t("fal", "fal-ai/flux/dev"), img(1024, 1024, 1), fal),
+        (t("scenario", "sdxl"), img(1024, 1024, 1), Generation::new(vec![])),
+        (
+            t("runway", "gen4_turbo"),
+            video("10", false),
+            Generation::new(vec![]),
+        ),
+        (t("fal", "fal-ai/flux/dev"), img(1024, 1024, 1), reported),
+    ];
+    let mut converted = 0;
+    for book in [builtin(), no_rate] {
+        for (target, job, g) in &cases {
+            let (charge, cu) = book.charge_cu(target, job, g).unwrap();
+            let expected = book.charge(target, job, g).unwrap();
+            assert_eq!(charge, expected, "{target}");
+            assert_eq!(cu, book.to_cu(&expected.amount).ok(), "{target}");
+            converted += usize::from(cu.is_some());
+        }
+        // An unpriced model fails the same way.
+        let unknown = t("openai", "no-such-model");
+        assert!(book.charge_cu(&unknown, &cases[0].1, &cases[0].2).is_err());
+        assert!(book.charge(&unknown, &cases[0].1, &cases[0].2).is_err());
+    }
+    // The CU-priced catalogs convert without a rate; the USD ones only with it.
+    assert!(
+        converted > cases.len() && converted < 2 * cases.len(),
+        "{converted}"
+    );
+}

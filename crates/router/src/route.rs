@@ -1,9 +1,10 @@
 //! Routes: which candidates may run a job, in which order, under which rules.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use genroute_core::hash::FxHashMap as HashMap;
 use genroute_core::{ModelId, ModelRef, Money, ProviderId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -289,9 +290,13 @@ impl LatencyTracker {
             .ewma
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.entry(target.clone())
-            .and_modify(|v| *v = EWMA_ALPHA * sample + (1.0 - EWMA_ALPHA) * *v)
-            .or_insert(sample);
+        // Updated in place by reference; the key is cloned only on a deployment's first sample.
+        match map.get_mut(target) {
+            Some(v) => *v = EWMA_ALPHA * sample + (1.0 - EWMA_ALPHA) * *v,
+            None => {
+                map.insert(target.clone(), sample);
+            }
+        }
     }
 
     /// The smoothed latency, if measured.

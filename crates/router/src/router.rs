@@ -1,10 +1,10 @@
 //! The attempt loop: resolve → quote → plan → (reserve → call → gate → settle/release → record) × N.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use genroute_core::hash::FxHashMap as HashMap;
 use genroute_core::{
     Billed, CallContext, Charge, CostSource, ErrorKind, IdempotencyKey, JobId, ModelRef, Money, Provider,
     ProviderError, ProviderId, ProviderRequest, Quote, QuoteSource,
@@ -23,7 +23,7 @@ use crate::plan::{Assessment, DropReason, Step, admit, plan, primary_of};
 use crate::request::{AttemptRecord, GenerateRequest, Outcome};
 use crate::retry::{Jitter, RetryBudget, RetryBudgetConfig};
 use crate::route::{CandidateConfig, LatencyTracker, OnContentRejection, Policy, RouteConfig, RouteTable};
-use crate::service::{AttemptRequest, BoxFuture, DeploymentService, deployment_service};
+use crate::service::{AttemptRequest, BoxFuture, Deployment};
 
 /// Router-wide settings.
 #[derive(Clone, Debug)]
@@ -102,14 +102,17 @@ impl RouterBuilder {
                 gate: self.gate,
                 retry_budget: RetryBudget::new(&self.settings.retry_budget),
                 settings: self.settings,
-                breakers: Mutex::new(HashMap::new()),
-                services: Mutex::new(HashMap::new()),
+                breakers: Mutex::new(HashMap::default()),
+                services: Mutex::new(HashMap::default()),
                 latency: LatencyTracker::default(),
                 jitter: self.jitter,
             }),
         }
     }
 }
+
+/// A deployment's services, one per attempt timeout.
+type ByTimeout = Vec<(Option<Duration>, Deployment)>;
 
 struct Inner {
     providers: RwLock<Arc<HashMap<ProviderId, Arc<dyn Provider>>>>,
@@ -121,7 +124,7 @@ struct Inner {
     settings: RouterSettings,
     retry_budget: RetryBudget,
     breakers: Mutex<HashMap<ModelRef, Arc<CircuitBreaker>>>,
-    services: Mutex<HashMap<(ModelRef, Option<Duration>), DeploymentService>>,
+    services: Mutex<HashMap<ModelRef, ByTimeout>>,
     latency: LatencyTracker,
     jitter: Jitter,
 }
@@ -159,7 +162,7 @@ impl Router {
     /// Starts a router over routes, prices and a ledger.
     pub fn builder(routes: RouteTable, prices: PriceBook, ledger: Arc<dyn Ledger>) -> RouterBuilder {
         RouterBuilder {
-            providers: HashMap::new(),
+            providers: HashMap::default(),
             routes,
             prices,
             ledger,
@@ -210,15 +213,25 @@ impl Router {
         target: &ModelRef,
         provider: &Arc<dyn Provider>,
         timeout: Option<Duration>,
-    ) -> DeploymentService {
+    ) -> Deployment {
         let mut map = self
             .inner
             .services
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.entry((target.clone(), timeout))
-            .or_insert_with(|| deployment_service(Arc::clone(provider), self.breaker(target), timeout))
-            .clone()
+        // Looked up by reference: the key (two strings) is cloned only when a deployment is first used. A
+        // deployment has one service per attempt timeout (almost always just one).
+        if let Some(service) = map
+            .get(target)
+            .and_then(|by_timeout| by_timeout.iter().find(|(t, _)| *t == timeout))
+        {
+            return service.1.clone();
+        }
+        let service = Deployment::new(Arc::clone(provider), self.breaker(target), timeout);
+        map.entry(target.clone())
+            .or_default()
+            .push((timeout, service.clone()));
+        service
     }
 
     /// Quotes every candidate of a route and plans the job, without spending anything (the dry run). Each
@@ -540,13 +553,19 @@ impl Router {
                 match result {
                     Ok(mut generation) => {
                         self.inner.latency.observe(&step.target, latency);
-                        let charge = prices
-                            .charge(&step.target, who.job, &generation)
-                            .unwrap_or_else(|_| Charge {
-                                amount: step.quote.cost.clone(),
-                                source: CostSource::ConservativeEstimate,
-                            });
-                        let cu = prices.to_cu(&charge.amount).map_or(step.quote_cu, |m| m.amount());
+                        // The charge and its CU in one pricing pass (the same figures as `charge` then
+                        // `to_cu` of its amount).
+                        let (charge, cu) = match prices.charge_cu(&step.target, who.job, &generation) {
+                            Ok((charge, cu)) => (charge, cu.map_or(step.quote_cu, |m| m.amount())),
+                            Err(_) => {
+                                let charge = Charge {
+                                    amount: step.quote.cost.clone(),
+                                    source: CostSource::ConservativeEstimate,
+                                };
+                                let cu = prices.to_cu(&charge.amount).map_or(step.quote_cu, |m| m.amount());
+                                (charge, cu)
+                            }
+                        };
                         self.settle(&hold, cu).await?;
                         guard.disarm();
                         state.spend_cu += cu;
@@ -1035,15 +1054,16 @@ fn ceiling_cu(
     request: &GenerateRequest,
     prices: &PriceBook,
 ) -> Result<Option<Decimal>, RouterError> {
-    Ok(
-        [route.cost_ceiling.as_ref(), request.limits.cost_ceiling.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|m| prices.to_cu(m).map(|cu| cu.amount()))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .min(),
-    )
+    let mut ceiling: Option<Decimal> = None;
+    for m in [route.cost_ceiling.as_ref(), request.limits.cost_ceiling.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        let cu = prices.to_cu(m)?.amount();
+        // Of equal ceilings the first is kept (`Ord::min` returns its receiver on a tie).
+        ceiling = Some(ceiling.map_or(cu, |c| c.min(cu)));
+    }
+    Ok(ceiling)
 }
 
 /// Prices a candidate: explained for the dry run, the catalog's fast path (same amounts, no lines) for a run.
