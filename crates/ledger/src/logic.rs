@@ -7,12 +7,12 @@
 //! leaves the book as it found it (all-or-nothing per reservation, across all scopes).
 
 use std::collections::{BTreeSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
+use genroute_core::hash::FxBuildHasher;
 use genroute_core::{Caller, Currency, Decimal, IdempotencyKey, Money, TeamId};
 
 use crate::error::{Denial, HoldState, LedgerError};
@@ -23,70 +23,10 @@ use crate::types::{
     UsageStatus,
 };
 
-/// A fast non-cryptographic hasher (the FxHash mix) for the in-memory indexes. Keys are ids the ledger
-/// made or the application gave; collisions cost only speed, never correctness.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        // The tail (0 to 7 bytes) is read with fixed-size loads: a variable-length copy would call
-        // `memcpy`, which cost more than the hashing itself.
-        let rest = chunks.remainder();
-        let n = rest.len();
-        let tail = |i: usize| u64::from(rest[i]);
-        let w = match n {
-            0 => return,
-            1..=3 => tail(0) | tail(n / 2) << 8 | tail(n - 1) << 16,
-            _ => {
-                let lo = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-                let hi = u32::from_le_bytes([rest[n - 4], rest[n - 3], rest[n - 2], rest[n - 1]]);
-                u64::from(lo) | u64::from(hi) << 32
-            }
-        };
-        self.add(w ^ (n as u64) << 59);
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        // The FxHash mix leaves the low bits (which pick the bucket) blind to high input bytes; finish
-        // with murmur3's avalanche so ids differing only in their last characters spread out.
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-}
-
-pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FxHasher>>;
-pub(crate) type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<FxHasher>>;
+// The in-memory indexes hash with genroute-core's Fx hasher: keys are ids the ledger made or the
+// application gave (the application is the ledger's caller, not an adversary); collisions cost only speed.
+pub(crate) type HashMap<K, V> = genroute_core::hash::FxHashMap<K, V>;
+pub(crate) type HashSet<K> = std::collections::HashSet<K, FxBuildHasher>;
 
 /// Length of an identifier made by [`new_id`]: 32 hex digits, a dash, 12 hex digits.
 const ID_LEN: usize = 45;
