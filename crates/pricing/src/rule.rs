@@ -87,18 +87,6 @@ fn per_million(x: Decimal) -> R<Decimal> {
     Ok(from_u96(u128::from(base) * u128::from(POW10[zeros]), negative, s))
 }
 
-const POW10: [u64; 9] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-];
-
 /// Divides `base · 10^zeros` by `10^digits` (`digits` ≤ 8) if it is a multiple of it.
 fn strip(base: &mut u64, zeros: &mut usize, digits: usize) -> bool {
     if *zeros >= digits {
@@ -133,7 +121,7 @@ pub(crate) fn round(value: Decimal, r: Rounding) -> Decimal {
     }
     let dropped = (scale - dp) as usize;
     let magnitude = u64::try_from(value.mantissa().unsigned_abs());
-    let (Ok(m), Some(&pow)) = (magnitude, POW10_19.get(dropped)) else {
+    let (Ok(m), Some(&pow)) = (magnitude, POW10.get(dropped)) else {
         return r.apply(value);
     };
     if m == 0 {
@@ -154,28 +142,16 @@ pub(crate) fn round(value: Decimal, r: Rounding) -> Decimal {
     from_u96(u128::from(kept) + u128::from(up), negative, dp)
 }
 
-const POW10_19: [u64; 20] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-    1_000_000_000,
-    10_000_000_000,
-    100_000_000_000,
-    1_000_000_000_000,
-    10_000_000_000_000,
-    100_000_000_000_000,
-    1_000_000_000_000_000,
-    10_000_000_000_000_000,
-    100_000_000_000_000_000,
-    1_000_000_000_000_000_000,
-    10_000_000_000_000_000_000,
-];
+/// 10⁰ … 10¹⁹, every power of ten a `u64` holds.
+const POW10: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < t.len() {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
 
 /// `⌈chars / per_token⌉`, as `div(chars, per_token)?.ceil()` computes it. A whole positive divisor (the
 /// catalogs' case) takes integer arithmetic: the ceiling of a quotient is a whole number at scale 0 either
