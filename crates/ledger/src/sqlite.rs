@@ -1038,6 +1038,47 @@ fn cached<'s, 'c>(
     }
 }
 
+/// One row's parameters in a multi-row statement: column `c` (1-based, after the shared team) of the row
+/// whose first parameter follows `at`.
+struct RowBinder<'a, 'c> {
+    st: &'a mut rusqlite::CachedStatement<'c>,
+    at: usize,
+}
+
+impl RowBinder<'_, '_> {
+    fn col(&mut self, c: usize, v: &dyn rusqlite::ToSql) -> Result<(), LedgerError> {
+        self.st.raw_bind_parameter(self.at + c, v).map_err(err)
+    }
+}
+
+/// Inserts `rows` with one multi-row statement per `MULTI_ROWS` (`sql(n)` is the statement for `n` rows of
+/// `cols` parameters after the team, which every row shares as `?1`): one statement step instead of one
+/// per row.
+fn insert_rows<T>(
+    tx: &Tx,
+    team: &str,
+    rows: &[T],
+    sql: fn(usize) -> &'static str,
+    cols: usize,
+    bind_row: impl Fn(&mut RowBinder<'_, '_>, &T) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    let mut full = None;
+    for chunk in rows.chunks(MULTI_ROWS) {
+        let mut tail = None;
+        let st = if chunk.len() == MULTI_ROWS {
+            cached(tx, &mut full, sql(MULTI_ROWS))?
+        } else {
+            cached(tx, &mut tail, sql(chunk.len()))?
+        };
+        st.raw_bind_parameter(1, team).map_err(err)?;
+        for (i, row) in chunk.iter().enumerate() {
+            bind_row(&mut RowBinder { st, at: 1 + i * cols }, row)?;
+        }
+        st.raw_execute().map_err(err)?;
+    }
+    Ok(())
+}
+
 fn save(tx: &Tx, loaded: &mut Loaded) -> Result<(), LedgerError> {
     // Holds read from the file (or saved by an earlier batch) are updated; the others are new.
     let (book, stored_holds) = (&mut loaded.book, &loaded.holds);
@@ -1160,70 +1201,46 @@ fn save(tx: &Tx, loaded: &mut Loaded) -> Result<(), LedgerError> {
         }
         new_holds.push(h);
     }
-    let mut full = None;
-    for chunk in new_holds.chunks(MULTI_ROWS) {
-        let mut tail = None;
-        let st = if chunk.len() == MULTI_ROWS {
-            cached(tx, &mut full, holds_sql(MULTI_ROWS))?
-        } else {
-            cached(tx, &mut tail, holds_sql(chunk.len()))?
-        };
-        st.raw_bind_parameter(1, team.as_str()).map_err(err)?;
-        for (i, h) in chunk.iter().enumerate() {
-            let at = 1 + i * HOLD_COLS;
-            let bind = |st: &mut rusqlite::CachedStatement<'_>, col: usize, v: &dyn rusqlite::ToSql| {
-                st.raw_bind_parameter(at + col, v).map_err(err)
-            };
-            bind(st, 1, &&*h.key)?;
-            bind(st, 2, &h.idem.as_str())?;
-            bind(st, 3, &h.caller.member.as_ref().map(MemberId::as_str))?;
-            bind(st, 4, &h.caller.project.as_ref().map(ProjectId::as_str))?;
-            bind(st, 5, &h.caller.api_key.as_ref().map(ApiKeyId::as_str))?;
-            bind(st, 6, &s(h.amount))?;
-            bind(st, 7, &ms(h.expires_at))?;
-            bind(st, 8, &h.state.code())?;
-            bind(st, 9, &h.charged.map(s))?;
-            bind(st, 10, &s(h.uncovered))?;
-            bind(st, 11, &i64::from(h.late))?;
-            bind(st, 12, &h.meta.job_id.as_str())?;
-            bind(st, 13, &h.meta.attempt)?;
-            bind(st, 14, &h.meta.provider.as_str())?;
-            bind(st, 15, &h.meta.model.as_str())?;
-        }
-        st.raw_execute().map_err(err)?;
-    }
-    // Entries go in with one multi-row INSERT per `MULTI_ROWS` entries (rows are numbered in VALUES order,
-    // so `seq` keeps the order they were made in): one statement step instead of one per entry.
-    let mut full = None;
-    for chunk in book.entries.chunks(MULTI_ROWS) {
-        let mut tail = None;
-        let st = if chunk.len() == MULTI_ROWS {
-            cached(tx, &mut full, entries_sql(MULTI_ROWS))?
-        } else {
-            cached(tx, &mut tail, entries_sql(chunk.len()))?
-        };
-        st.raw_bind_parameter(1, team.as_str()).map_err(err)?;
-        for (i, e) in chunk.iter().enumerate() {
+    insert_rows(tx, team.as_str(), &new_holds, holds_sql, HOLD_COLS, |b, h| {
+        b.col(1, &&*h.key)?;
+        b.col(2, &h.idem.as_str())?;
+        b.col(3, &h.caller.member.as_ref().map(MemberId::as_str))?;
+        b.col(4, &h.caller.project.as_ref().map(ProjectId::as_str))?;
+        b.col(5, &h.caller.api_key.as_ref().map(ApiKeyId::as_str))?;
+        b.col(6, &s(h.amount))?;
+        b.col(7, &ms(h.expires_at))?;
+        b.col(8, &h.state.code())?;
+        b.col(9, &h.charged.map(s))?;
+        b.col(10, &s(h.uncovered))?;
+        b.col(11, &i64::from(h.late))?;
+        b.col(12, &h.meta.job_id.as_str())?;
+        b.col(13, &h.meta.attempt)?;
+        b.col(14, &h.meta.provider.as_str())?;
+        b.col(15, &h.meta.model.as_str())
+    })?;
+    // Entries go in in the order they were made (rows are numbered in VALUES order, so `seq` keeps it).
+    insert_rows(
+        tx,
+        team.as_str(),
+        &book.entries,
+        entries_sql,
+        ENTRY_COLS,
+        |b, e| {
             let m = e.meta.as_ref();
-            let at = 1 + i * ENTRY_COLS;
-            let bind = |st: &mut rusqlite::CachedStatement<'_>, col: usize, v: &dyn rusqlite::ToSql| {
-                st.raw_bind_parameter(at + col, v).map_err(err)
-            };
-            bind(st, 1, &e.caller.member.as_ref().map(MemberId::as_str))?;
-            bind(st, 2, &e.caller.project.as_ref().map(ProjectId::as_str))?;
-            bind(st, 3, &e.caller.api_key.as_ref().map(ApiKeyId::as_str))?;
-            bind(st, 4, &e.kind.code())?;
-            bind(st, 5, &s(e.amount.amount()))?;
-            bind(st, 6, &e.hold.as_ref().map(|h| &*h.key))?;
-            bind(st, 7, &e.batch)?;
-            bind(st, 8, &m.map(|m| m.job_id.as_str()))?;
-            bind(st, 9, &m.map(|m| m.attempt))?;
-            bind(st, 10, &m.map(|m| m.provider.as_str()))?;
-            bind(st, 11, &m.map(|m| m.model.as_str()))?;
-            bind(st, 12, &ms(e.at))?;
-        }
-        st.raw_execute().map_err(err)?;
-    }
+            b.col(1, &e.caller.member.as_ref().map(MemberId::as_str))?;
+            b.col(2, &e.caller.project.as_ref().map(ProjectId::as_str))?;
+            b.col(3, &e.caller.api_key.as_ref().map(ApiKeyId::as_str))?;
+            b.col(4, &e.kind.code())?;
+            b.col(5, &s(e.amount.amount()))?;
+            b.col(6, &e.hold.as_ref().map(|h| &*h.key))?;
+            b.col(7, &e.batch)?;
+            b.col(8, &m.map(|m| m.job_id.as_str()))?;
+            b.col(9, &m.map(|m| m.attempt))?;
+            b.col(10, &m.map(|m| m.provider.as_str()))?;
+            b.col(11, &m.map(|m| m.model.as_str()))?;
+            b.col(12, &ms(e.at))
+        },
+    )?;
     book.entries.clear();
     book.dirty = Some(crate::logic::Dirty::default());
     Ok(())
