@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -991,39 +991,35 @@ fn values_sql(head: &str, cols: usize, rows: usize) -> String {
     format!("{head} VALUES {}", values.join(", "))
 }
 
-/// The multi-row INSERT of `rows` entries, built once.
-fn entries_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        (0..=MULTI_ROWS)
-            .map(|n| {
-                values_sql(
-                    "INSERT INTO ledger_entries (team, member, project, api_key, kind, amount, hold, batch, job, \
-                     attempt, provider, model, at)",
-                    ENTRY_COLS,
-                    n,
-                )
-            })
-            .collect()
-    });
-    all.get(rows).map_or("", String::as_str)
+/// The statement for `rows` rows of `head`'s `cols` parameters after the team; the statements for every
+/// count up to `MULTI_ROWS` are built once, into `cell`.
+fn multi_row_sql(cell: &'static OnceLock<Vec<String>>, head: &str, cols: usize, rows: usize) -> &'static str {
+    cell.get_or_init(|| (0..=MULTI_ROWS).map(|n| values_sql(head, cols, n)).collect())
+        .get(rows)
+        .map_or("", String::as_str)
 }
 
-/// The multi-row INSERT of `rows` new holds, built once.
+/// The multi-row INSERT of `rows` entries.
+fn entries_sql(rows: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    multi_row_sql(
+        &SQL,
+        "INSERT INTO ledger_entries (team, member, project, api_key, kind, amount, hold, batch, job, attempt, \
+         provider, model, at)",
+        ENTRY_COLS,
+        rows,
+    )
+}
+
+/// The multi-row INSERT of `rows` new holds.
 fn holds_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        (0..=MULTI_ROWS)
-            .map(|n| {
-                values_sql(
-                    concat!("INSERT INTO ledger_holds (team, ", hold_cols!(), ")"),
-                    HOLD_COLS,
-                    n,
-                )
-            })
-            .collect()
-    });
-    all.get(rows).map_or("", String::as_str)
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    multi_row_sql(
+        &SQL,
+        concat!("INSERT INTO ledger_holds (team, ", hold_cols!(), ")"),
+        HOLD_COLS,
+        rows,
+    )
 }
 
 /// The statement in `slot`, taken from the connection's cache on first use.
