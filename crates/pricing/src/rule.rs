@@ -853,6 +853,18 @@ impl Rule {
 mod tests {
     use super::*;
 
+    /// splitmix64 from `seed`: deterministic random numbers without a dependency.
+    fn splitmix64(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
     #[test]
     fn text_tokens_is_the_ceiling_of_the_division_bit_for_bit() {
         let divisors = [
@@ -890,14 +902,7 @@ mod tests {
             RoundingMode::Ceiling,
             RoundingMode::Floor,
         ];
-        let mut state = 11u64;
-        let mut next = || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut next = splitmix64(11);
         let mut values: Vec<Decimal> = [
             "0",
             "-0.00000",
@@ -957,15 +962,7 @@ mod tests {
             }
         }
         // Random mantissas and scales, inside and outside the fast path's range, both signs.
-        // splitmix64: deterministic, no dependency.
-        let mut state = 7u64;
-        let mut next = || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut next = splitmix64(7);
         for i in 0..200_000u32 {
             let a = next();
             let b = next();
