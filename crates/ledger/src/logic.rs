@@ -553,7 +553,12 @@ impl Book {
 
     /// Read-only view of a scope row in the current period.
     fn scope_view(&self, k: (ScopeKind, &str)) -> ScopeRow {
-        let period = ms(self.team.period_start);
+        self.scope_view_in(k, ms(self.team.period_start))
+    }
+
+    /// [`Book::scope_view`] for a caller that already has the current period's start in ms (converting
+    /// the period's date costs more than the lookup saved by it).
+    fn scope_view_in(&self, k: (ScopeKind, &str), period: i64) -> ScopeRow {
         let view: &dyn KeyView = &k;
         match self.scopes.get(view) {
             Some(r) if r.period == period => r.clone(),
@@ -888,12 +893,13 @@ impl Book {
             }
             return Ok(Out::Hold(self.hold_out(h, true)));
         }
+        let period = ms(self.team.period_start);
         let mut denial: Option<(Decimal, ScopeKind, Option<Decimal>)> = None;
         for k in caller_scopes(&req.caller) {
             // Name the scope with the least room; among equals, the narrower (a cap before the pool).
             // (Each row read once: the team's gives the pool as `pool_room` does, the others their cap
             // room as `cap_room` does.)
-            let row = self.scope_view(k);
+            let row = self.scope_view_in(k, period);
             let (own, cap) = if k.0 == ScopeKind::Team {
                 let pool = self.funds_total() - row.held - self.team.overdraft;
                 let room = match row.cap {
@@ -920,7 +926,14 @@ impl Book {
             }));
         }
         for k in caller_scopes(&req.caller) {
-            self.scope(k, |row| row.held += amount);
+            update_scope(
+                &mut self.scopes,
+                &mut self.dirty,
+                self.looked_up.as_ref(),
+                period,
+                k,
+                |row| row.held += amount,
+            );
         }
         let key = new_key();
         let expires_at = add(now, req.ttl);
