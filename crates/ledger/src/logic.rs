@@ -387,16 +387,8 @@ fn settlement_of(team: &TeamId, h: &HoldRow, replayed: bool) -> Settlement {
     }
 }
 
-/// Changes a scope row: normalised to the current period (created empty when absent) and marked dirty.
-/// A free function over the fields it needs, so a hold's caller can stay borrowed from `holds` meanwhile.
-fn update_scope(
-    scopes: &mut HashMap<ScopeKey, ScopeRow>,
-    dirty: &mut Option<Dirty>,
-    looked_up: Option<&HashSet<ScopeKey>>,
-    period: i64,
-    k: (ScopeKind, &str),
-    f: impl FnOnce(&mut ScopeRow),
-) {
+/// Marks a scope row about to change as dirty (for backends that persist rows).
+fn mark_scope(dirty: &mut Option<Dirty>, looked_up: Option<&HashSet<ScopeKey>>, k: (ScopeKind, &str)) {
     let view: &dyn KeyView = &k;
     debug_assert!(
         looked_up.is_none_or(|l| l.contains(view)),
@@ -407,6 +399,104 @@ fn update_scope(
     {
         d.scopes.insert(ScopeKey::from(k));
     }
+}
+
+/// A refusal: the room left, the scope that refused, and its cap.
+type Refusal = (Decimal, ScopeKind, Option<Decimal>);
+
+/// What a reservation checks each scope row against: the team's pool and the default cap.
+struct Room {
+    /// Live funds.
+    funds: Decimal,
+    overdraft: Decimal,
+    default_cap: Option<Decimal>,
+    /// The amount asked.
+    amount: Decimal,
+}
+
+impl Room {
+    /// Checks one scope row (a view in the current period) and keeps in `denial` the scope with the least
+    /// room; among equals, the narrower (a cap before the pool). The team's row gives the pool as
+    /// `pool_room` does, the others their cap room as `cap_room` does.
+    fn note(&self, denial: &mut Option<Refusal>, kind: ScopeKind, row: &ScopeRow) {
+        let (own, cap) = if kind == ScopeKind::Team {
+            let pool = self.funds - row.held - self.overdraft;
+            let room = match row.cap {
+                Some(c) => pool.min(c - row.used - row.held),
+                None => pool,
+            };
+            (room, row.cap)
+        } else {
+            let cap = match row.cap {
+                Some(c) => Some(c),
+                None if matches!(kind, ScopeKind::Member | ScopeKind::ApiKey) => self.default_cap,
+                None => None,
+            };
+            match cap {
+                Some(c) => (c - row.used - row.held, Some(c)),
+                None => return,
+            }
+        };
+        if own < self.amount && denial.as_ref().is_none_or(|(r, _, _)| own <= *r) {
+            *denial = Some((own, kind, cap));
+        }
+    }
+}
+
+/// Checks and holds `room.amount` on a caller's `N` scope rows with one lookup each, when all exist.
+/// `None` (nothing changed) when one is missing; otherwise the refusal if any (then nothing changed
+/// either). The checks are [`Room::note`]'s on each row as it reads in the current period, in the order
+/// of `keys`; the change is [`update_scope`]'s. The caller marks the rows dirty.
+fn hold_in_place<const N: usize>(
+    scopes: &mut HashMap<ScopeKey, ScopeRow>,
+    keys: &[(ScopeKind, &str)],
+    period: i64,
+    room: &Room,
+) -> Option<Option<Refusal>> {
+    let keys: &[(ScopeKind, &str); N] = keys.try_into().ok()?;
+    // The keys are of different kinds, so never the same row twice (which `get_disjoint_mut` refuses).
+    let mut rows = scopes.get_disjoint_mut(keys.each_ref().map(|k| k as &dyn KeyView));
+    if rows.iter().any(Option::is_none) {
+        return None;
+    }
+    let mut denial = None;
+    for (k, row) in keys.iter().zip(rows.iter().flatten()) {
+        if row.period == period {
+            room.note(&mut denial, k.0, row);
+        } else {
+            let view = ScopeRow {
+                cap: row.cap,
+                used: Decimal::ZERO,
+                held: row.held,
+                period,
+            };
+            room.note(&mut denial, k.0, &view);
+        }
+    }
+    if denial.is_none() {
+        for row in rows.iter_mut().flatten() {
+            if row.period != period {
+                row.used = Decimal::ZERO;
+                row.period = period;
+            }
+            row.held += room.amount;
+        }
+    }
+    Some(denial)
+}
+
+/// Changes a scope row: normalised to the current period (created empty when absent) and marked dirty.
+/// A free function over the fields it needs, so a hold's caller can stay borrowed from `holds` meanwhile.
+fn update_scope(
+    scopes: &mut HashMap<ScopeKey, ScopeRow>,
+    dirty: &mut Option<Dirty>,
+    looked_up: Option<&HashSet<ScopeKey>>,
+    period: i64,
+    k: (ScopeKind, &str),
+    f: impl FnOnce(&mut ScopeRow),
+) {
+    mark_scope(dirty, looked_up, k);
+    let view: &dyn KeyView = &k;
     if let Some(row) = scopes.get_mut(view) {
         if row.period != period {
             row.used = Decimal::ZERO;
@@ -894,29 +984,51 @@ impl Book {
             return Ok(Out::Hold(self.hold_out(h, true)));
         }
         let period = ms(self.team.period_start);
-        let mut denial: Option<(Decimal, ScopeKind, Option<Decimal>)> = None;
-        for k in caller_scopes(&req.caller) {
-            // Name the scope with the least room; among equals, the narrower (a cap before the pool).
-            // (Each row read once: the team's gives the pool as `pool_room` does, the others their cap
-            // room as `cap_room` does.)
-            let row = self.scope_view_in(k, period);
-            let (own, cap) = if k.0 == ScopeKind::Team {
-                let pool = self.funds_total() - row.held - self.team.overdraft;
-                let room = match row.cap {
-                    Some(c) => pool.min(c - row.used - row.held),
-                    None => pool,
-                };
-                (room, row.cap)
-            } else {
-                match self.effective_cap(k.0, &row).0 {
-                    Some(c) => (c - row.used - row.held, Some(c)),
-                    None => continue,
-                }
-            };
-            if own < amount && denial.as_ref().is_none_or(|(r, _, _)| own <= *r) {
-                denial = Some((own, k.0, cap));
-            }
+        let room = Room {
+            funds: self.funds_total(),
+            overdraft: self.team.overdraft,
+            default_cap: self.team.default_cap,
+            amount,
+        };
+        let mut keys = [TEAM; 4];
+        let mut n = 0;
+        for (slot, k) in keys.iter_mut().zip(caller_scopes(&req.caller)) {
+            *slot = k;
+            n += 1;
         }
+        let keys = keys.get(..n).unwrap_or_default();
+        // Usually every row exists: each is then looked up once, for the checks and the change.
+        let in_place = match n {
+            1 => hold_in_place::<1>(&mut self.scopes, keys, period, &room),
+            2 => hold_in_place::<2>(&mut self.scopes, keys, period, &room),
+            3 => hold_in_place::<3>(&mut self.scopes, keys, period, &room),
+            4 => hold_in_place::<4>(&mut self.scopes, keys, period, &room),
+            _ => None,
+        };
+        let denial = match in_place {
+            Some(denial) => denial,
+            None => {
+                // A row is missing: read them all, then change (and create) them one by one.
+                let mut denial = None;
+                for &k in keys {
+                    let row = self.scope_view_in(k, period);
+                    room.note(&mut denial, k.0, &row);
+                }
+                if denial.is_none() {
+                    for &k in keys {
+                        update_scope(
+                            &mut self.scopes,
+                            &mut self.dirty,
+                            self.looked_up.as_ref(),
+                            period,
+                            k,
+                            |row| row.held += amount,
+                        );
+                    }
+                }
+                denial
+            }
+        };
         if let Some((remaining, kind, cap)) = denial {
             return Err(LedgerError::Denied(Denial {
                 scope: caller_scope(&req.caller, kind),
@@ -925,15 +1037,10 @@ impl Book {
                 cap: cap.map(money),
             }));
         }
-        for k in caller_scopes(&req.caller) {
-            update_scope(
-                &mut self.scopes,
-                &mut self.dirty,
-                self.looked_up.as_ref(),
-                period,
-                k,
-                |row| row.held += amount,
-            );
+        if in_place.is_some() {
+            for &k in keys {
+                mark_scope(&mut self.dirty, self.looked_up.as_ref(), k);
+            }
         }
         let key = new_key();
         let expires_at = add(now, req.ttl);
