@@ -443,6 +443,93 @@ impl Room {
     }
 }
 
+/// Powers of ten up to 10^28 (the largest scale of a [`Decimal`]).
+const POW10: [i128; 29] = {
+    let mut p = [1i128; 29];
+    let mut i = 1;
+    while i < 29 {
+        p[i] = p[i - 1] * 10;
+        i += 1;
+    }
+    p
+};
+
+/// Integers below 2^96 in magnitude: what a [`Decimal`] holds exactly.
+const EXACT: u128 = 1 << 96;
+
+/// `FITS[k]`: the magnitudes `m` with `m * 10^k` below 2^96 are those below `FITS[k]` (a bound checked
+/// instead of a checked 128-bit multiplication, which costs far more).
+const FITS: [u128; 29] = {
+    let mut f = [0u128; 29];
+    let mut i = 0;
+    while i < 29 {
+        f[i] = (EXACT - 1) / POW10[i] as u128 + 1;
+        i += 1;
+    }
+    f
+};
+
+impl Room {
+    /// Whether [`Room::note`] would refuse any of `rows` (each with its kind and read in `period`),
+    /// computed in integers: every value is brought to the largest scale among them. `None` when a value
+    /// or an intermediate result there reaches 2^96; otherwise every `Decimal` operation `note` does is
+    /// exact (its result fits the 96-bit mantissa at that scale), so the answers agree.
+    fn refuses_exact<'r>(
+        &self,
+        rows: impl Iterator<Item = (ScopeKind, &'r ScopeRow)> + Clone,
+        period: i64,
+    ) -> Option<bool> {
+        let used_of = |r: &ScopeRow| if r.period == period { r.used } else { Decimal::ZERO };
+        let cap_of = |kind: ScopeKind, r: &ScopeRow| match r.cap {
+            Some(c) => Some(c),
+            None if matches!(kind, ScopeKind::Member | ScopeKind::ApiKey) => self.default_cap,
+            None => None,
+        };
+        let mut scale = self
+            .funds
+            .scale()
+            .max(self.overdraft.scale())
+            .max(self.amount.scale());
+        for (kind, r) in rows.clone() {
+            scale = scale.max(r.held.scale()).max(used_of(r).scale());
+            if let Some(c) = cap_of(kind, r) {
+                scale = scale.max(c.scale());
+            }
+        }
+        let fit = |v: i128| (v.unsigned_abs() < EXACT).then_some(v);
+        let at = |d: Decimal| -> Option<i128> {
+            let k = scale.checked_sub(d.scale())? as usize;
+            let m = d.mantissa();
+            if k == 0 {
+                return Some(m);
+            }
+            // Below the bound, the product is below 2^96: no overflow.
+            (m.unsigned_abs() < *FITS.get(k)?).then(|| m * *POW10.get(k).unwrap_or(&0))
+        };
+        let (funds, overdraft, amount) = (at(self.funds)?, at(self.overdraft)?, at(self.amount)?);
+        for (kind, r) in rows {
+            let (used, held) = (at(used_of(r))?, at(r.held)?);
+            let cap_room = |c: Decimal| fit(fit(at(c)? - used)? - held);
+            let own = if kind == ScopeKind::Team {
+                let pool = fit(fit(funds - held)? - overdraft)?;
+                match r.cap {
+                    Some(c) => pool.min(cap_room(c)?),
+                    None => pool,
+                }
+            } else {
+                match cap_of(kind, r) {
+                    Some(c) => cap_room(c)?,
+                    None => continue,
+                }
+            };
+            if own < amount {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+}
+
 /// Checks and holds `room.amount` on a caller's `N` scope rows with one lookup each, when all exist.
 /// `None` (nothing changed) when one is missing; otherwise the refusal if any (then nothing changed
 /// either). The checks are [`Room::note`]'s on each row as it reads in the current period, in the order
@@ -460,7 +547,13 @@ fn hold_in_place<const N: usize>(
         return None;
     }
     let mut denial = None;
+    let kinds = keys.iter().map(|k| k.0);
+    let refuses = room.refuses_exact(kinds.zip(rows.iter().flatten().map(|r| &**r)), period);
+    // In integers when they suffice (the usual case); in decimals to name the refusal, or when they do not.
     for (k, row) in keys.iter().zip(rows.iter().flatten()) {
+        if refuses == Some(false) {
+            break;
+        }
         if row.period == period {
             room.note(&mut denial, k.0, row);
         } else {
@@ -1427,4 +1520,114 @@ fn apply_op(book: &mut Book, op: Op, now: DateTime<Utc>) -> Result<Out, LedgerEr
             Out::Unit
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic generator (xorshift64*), so a failure reproduces.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        /// A decimal of any scale, small or near the largest magnitude the checks' sums still fit in
+        /// (2^94), zero or negative now and then.
+        fn decimal(&mut self) -> Decimal {
+            let scale = match self.below(64) {
+                0 => self.below(29) as u32,
+                _ => self.below(5) as u32,
+            };
+            let m: i128 = match self.below(64) {
+                0..=7 => 0,
+                8 => (1i128 << 94) - self.below(1000) as i128,
+                9 => ((self.next() as i128) << 30) | self.below(1 << 30) as i128,
+                _ => self.below(100_000) as i128,
+            };
+            let m = if self.below(8) == 0 { -m } else { m };
+            Decimal::from_i128_with_scale(m, scale)
+        }
+    }
+
+    /// The integer checks of a reservation agree with the decimal ones whenever they answer, and they
+    /// answer in the usual cases.
+    #[test]
+    fn integer_checks_agree_with_decimal_checks() {
+        let mut g = Gen(0x9E37_79B9_7F4A_7C15);
+        let (mut answered, mut refused, mut declined) = (0, 0, 0);
+        for _ in 0..200_000 {
+            let room = Room {
+                funds: g.decimal(),
+                overdraft: if g.below(2) == 0 {
+                    Decimal::ZERO
+                } else {
+                    g.decimal()
+                },
+                default_cap: (g.below(2) == 0).then(|| g.decimal()),
+                amount: g.decimal(),
+            };
+            let period = 7;
+            let kinds = [
+                ScopeKind::Team,
+                ScopeKind::Member,
+                ScopeKind::Project,
+                ScopeKind::ApiKey,
+            ];
+            let n = 1 + g.below(4) as usize;
+            let rows: Vec<(ScopeKind, ScopeRow)> = kinds[..n]
+                .iter()
+                .map(|&k| {
+                    let row = ScopeRow {
+                        cap: (g.below(3) != 0).then(|| g.decimal()),
+                        used: g.decimal(),
+                        held: g.decimal(),
+                        period: if g.below(5) == 0 { 6 } else { period },
+                    };
+                    (k, row)
+                })
+                .collect();
+            let mut denial = None;
+            for (k, row) in &rows {
+                let view = ScopeRow {
+                    cap: row.cap,
+                    used: if row.period == period {
+                        row.used
+                    } else {
+                        Decimal::ZERO
+                    },
+                    held: row.held,
+                    period,
+                };
+                room.note(&mut denial, *k, &view);
+            }
+            match room.refuses_exact(rows.iter().map(|(k, r)| (*k, r)), period) {
+                Some(r) => {
+                    assert_eq!(
+                        r,
+                        denial.is_some(),
+                        "{rows:?} funds {} amount {}",
+                        room.funds,
+                        room.amount
+                    );
+                    answered += 1;
+                    refused += usize::from(r);
+                }
+                None => declined += 1,
+            }
+        }
+        assert!(
+            answered > 100_000 && refused > 5_000 && declined > 100,
+            "{answered} {refused} {declined}"
+        );
+    }
 }
