@@ -100,6 +100,13 @@ pub(crate) fn cu(m: &Money) -> Result<Decimal, LedgerError> {
     Ok(m.amount())
 }
 
+/// `d > 0`, without a call to `Decimal`'s comparison (several times the cost): neither zero (of either
+/// sign) nor negative.
+#[inline]
+fn positive(d: Decimal) -> bool {
+    !d.is_zero() && d.is_sign_positive()
+}
+
 fn money(d: Decimal) -> Money {
     Money::cu(d)
 }
@@ -354,10 +361,10 @@ fn draw(funds: &mut [Batch], dirty: &mut Option<Dirty>, amount: Decimal) -> Deci
         funds.sort_by(order);
     }
     for b in funds.iter_mut() {
-        if left <= Decimal::ZERO {
+        if !positive(left) {
             break;
         }
-        if b.remaining <= Decimal::ZERO {
+        if !positive(b.remaining) {
             continue;
         }
         let take = b.remaining.min(left);
@@ -380,7 +387,7 @@ fn settlement_of(team: &TeamId, h: &HoldRow, replayed: bool) -> Settlement {
         },
         held: money(h.amount),
         charged: money(charged),
-        overrun: (overrun > Decimal::ZERO).then(|| money(overrun)),
+        overrun: positive(overrun).then(|| money(overrun)),
         hold_expired: h.late,
         uncovered: money(h.uncovered),
         replayed,
@@ -913,7 +920,7 @@ impl Book {
     }
 
     fn repay_overdraft(&mut self) {
-        if self.team.overdraft > Decimal::ZERO {
+        if positive(self.team.overdraft) {
             let owed = self.team.overdraft;
             let uncovered = self.draw(owed);
             self.team.overdraft = uncovered;
@@ -928,7 +935,7 @@ impl Book {
         // Storage order differs between backends: record in spending order, so history is the same.
         gone.sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
         for b in gone {
-            if b.remaining > Decimal::ZERO {
+            if positive(b.remaining) {
                 self.entry(
                     EntryKind::Expire,
                     b.remaining,
@@ -970,9 +977,9 @@ impl Book {
         if self
             .funds
             .iter()
-            .any(|b| b.expires_at <= now || b.remaining <= Decimal::ZERO)
+            .any(|b| b.expires_at <= now || !positive(b.remaining))
         {
-            self.remove_funds(|b| b.expires_at <= now || b.remaining <= Decimal::ZERO, None);
+            self.remove_funds(|b| b.expires_at <= now || !positive(b.remaining), None);
         }
     }
 
@@ -1210,7 +1217,7 @@ impl Book {
             );
         }
         let uncovered = draw(&mut self.funds, &mut self.dirty, charge);
-        if uncovered > Decimal::ZERO {
+        if positive(uncovered) {
             self.team.overdraft += uncovered;
             if let Some(d) = &mut self.dirty {
                 d.team = true;
@@ -1226,7 +1233,7 @@ impl Book {
         self.mark_hold(&key);
         let overrun = if late { charge } else { charge - amount };
         self.entry(EntryKind::Settle, charge, Some(&key), None, now);
-        if overrun > Decimal::ZERO {
+        if positive(overrun) {
             self.entry(EntryKind::Overrun, overrun, Some(&key), None, now);
         }
         self.note_closed(&key, HoldState::Settled, now);
@@ -1360,11 +1367,7 @@ impl Book {
     }
 
     fn balance(&self) -> Balance {
-        let mut batches: Vec<&Batch> = self
-            .funds
-            .iter()
-            .filter(|b| b.remaining > Decimal::ZERO)
-            .collect();
+        let mut batches: Vec<&Batch> = self.funds.iter().filter(|b| positive(b.remaining)).collect();
         batches.sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
         let team_row = self.scope_view(TEAM);
         Balance {
@@ -1557,6 +1560,20 @@ mod tests {
             let m = if self.below(8) == 0 { -m } else { m };
             Decimal::from_i128_with_scale(m, scale)
         }
+    }
+
+    /// `positive` is `> 0`, negative zero included.
+    #[test]
+    fn positive_is_greater_than_zero() {
+        let mut g = Gen(0xD1B5_4A32_D192_ED03);
+        for i in 0..100_000 {
+            let d = g.decimal();
+            let d = if i % 3 == 0 { -d } else { d };
+            assert_eq!(positive(d), d > Decimal::ZERO, "{d:?}");
+        }
+        let negative_zero = -Decimal::new(0, 3);
+        assert!(negative_zero.is_sign_negative() && !positive(negative_zero));
+        assert!(positive(Decimal::new(1, 28)) && !positive(Decimal::new(-1, 28)));
     }
 
     /// The integer checks of a reservation agree with the decimal ones whenever they answer, and they
