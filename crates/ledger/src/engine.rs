@@ -251,6 +251,23 @@ impl<B: Backend> Engine<B> {
 
     pub(crate) async fn reserve(&self, req: &ReserveRequest) -> Result<Hold, LedgerError> {
         crate::logic::cu(&req.amount)?;
+        if self.hook.is_none() {
+            // Without a refill hook nothing follows the reservation: an in-place answer is unwrapped
+            // where it is made (each layer it would cross copies it).
+            let now = self.clock.now();
+            return match self.backend.reserve_now(req, now) {
+                Some(done) => match done?.out {
+                    Out::Hold(h) => Ok(h),
+                    _ => Err(unexpected()),
+                },
+                None => hold_of(
+                    self.backend
+                        .run(Op::Reserve(req.clone()), now)
+                        .await
+                        .map(|o| o.out),
+                ),
+            };
+        }
         let denial = match self.exec_reserve(req).await {
             Err(LedgerError::Denied(d)) if d.scope.kind() == ScopeKind::Team && self.hook.is_some() => {
                 Box::new(d)
@@ -276,6 +293,22 @@ impl<B: Backend> Engine<B> {
     pub(crate) async fn settle(&self, hold: &HoldId, actual: &Money) -> Result<Settlement, LedgerError> {
         crate::logic::cu(actual)?;
         let now = self.clock.now();
+        if self.hook.is_none() {
+            // As in `reserve`: nothing follows, so an in-place answer is unwrapped where it is made.
+            let out = match self.backend.settle_now(hold, actual, now) {
+                Some(done) => done?.out,
+                None => {
+                    self.backend
+                        .run(Op::Settle(hold.clone(), actual.clone()), now)
+                        .await?
+                        .out
+                }
+            };
+            return match out {
+                Out::Settlement(s) => Ok(s),
+                _ => Err(unexpected()),
+            };
+        }
         let outcome = if let Some(done) = self.backend.settle_now(hold, actual, now) {
             done?
         } else {
