@@ -1236,9 +1236,11 @@ impl Book {
         h.late = late;
         let out = settlement_of(&self.team.team, h, false);
         self.mark_hold(&key);
-        let overrun = if late { charge } else { charge - amount };
+        // The settlement computed the overrun from the row just set (`late`, `charge`, `amount`): positive
+        // or absent.
+        let overrun = out.overrun.as_ref().map(Money::amount);
         self.entry(EntryKind::Settle, charge, Some(&key), None, now);
-        if positive(overrun) {
+        if let Some(overrun) = overrun {
             self.entry(EntryKind::Overrun, overrun, Some(&key), None, now);
         }
         self.note_closed(&key, HoldState::Settled, now);
