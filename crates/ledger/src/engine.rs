@@ -119,6 +119,26 @@ pub(crate) trait Backend: Send + Sync + Debug + 'static {
     ) -> Option<Result<Outcome, LedgerError>> {
         None
     }
+
+    /// [`Backend::reserve_now`] without the refill question (for an engine without a refill hook): the
+    /// answer alone, not copied into an [`Outcome`].
+    fn reserve_only_now(
+        &self,
+        _req: &ReserveRequest,
+        _now: DateTime<Utc>,
+    ) -> Option<Result<Out, LedgerError>> {
+        None
+    }
+
+    /// [`Backend::settle_now`] as [`Backend::reserve_only_now`].
+    fn settle_only_now(
+        &self,
+        _hold: &HoldId,
+        _actual: &Money,
+        _now: DateTime<Utc>,
+    ) -> Option<Result<Out, LedgerError>> {
+        None
+    }
 }
 
 /// A backend with a clock and an optional refill hook.
@@ -255,8 +275,8 @@ impl<B: Backend> Engine<B> {
             // Without a refill hook nothing follows the reservation: an in-place answer is unwrapped
             // where it is made (each layer it would cross copies it).
             let now = self.clock.now();
-            return match self.backend.reserve_now(req, now) {
-                Some(done) => match done?.out {
+            return match self.backend.reserve_only_now(req, now) {
+                Some(done) => match done? {
                     Out::Hold(h) => Ok(h),
                     _ => Err(unexpected()),
                 },
@@ -295,8 +315,8 @@ impl<B: Backend> Engine<B> {
         let now = self.clock.now();
         if self.hook.is_none() {
             // As in `reserve`: nothing follows, so an in-place answer is unwrapped where it is made.
-            let out = match self.backend.settle_now(hold, actual, now) {
-                Some(done) => done?.out,
+            let out = match self.backend.settle_only_now(hold, actual, now) {
+                Some(done) => done?,
                 None => {
                     self.backend
                         .run(Op::Settle(hold.clone(), actual.clone()), now)

@@ -1457,20 +1457,49 @@ pub(crate) fn apply_settle(
     run(book, now, |book, now| book.settle(hold, actual, now))
 }
 
+/// [`apply_reserve`] for a caller that does not ask whether a refill is due: the answer alone, returned
+/// as the operation made it (wrapping it in an [`Outcome`] copies it).
+pub(crate) fn reserve_only(
+    book: &mut Book,
+    req: &ReserveRequest,
+    now: DateTime<Utc>,
+) -> Result<Out, LedgerError> {
+    run_only(book, now, |book, now| book.reserve(req, now))
+}
+
+/// [`apply_settle`] as [`reserve_only`].
+pub(crate) fn settle_only(
+    book: &mut Book,
+    hold: &HoldId,
+    actual: &Money,
+    now: DateTime<Utc>,
+) -> Result<Out, LedgerError> {
+    run_only(book, now, |book, now| book.settle(hold, actual, now))
+}
+
 fn run(
     book: &mut Book,
     now: DateTime<Utc>,
     op: impl FnOnce(&mut Book, DateTime<Utc>) -> Result<Out, LedgerError>,
 ) -> Result<Outcome, LedgerError> {
-    let now = trunc_ms(now);
-    book.maintain(now);
-    let out = op(book, now);
-    book.prune(now);
-    let out = out?;
+    let out = run_only(book, now, op)?;
     Ok(Outcome {
         refill_due: book.refill_due(),
         out,
     })
+}
+
+/// Maintenance, the operation, then retention: [`run`] without the refill question.
+fn run_only(
+    book: &mut Book,
+    now: DateTime<Utc>,
+    op: impl FnOnce(&mut Book, DateTime<Utc>) -> Result<Out, LedgerError>,
+) -> Result<Out, LedgerError> {
+    let now = trunc_ms(now);
+    book.maintain(now);
+    let out = op(book, now);
+    book.prune(now);
+    out
 }
 
 fn apply_op(book: &mut Book, op: Op, now: DateTime<Utc>) -> Result<Out, LedgerError> {

@@ -10,7 +10,9 @@ use genroute_core::{Money, TeamId};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Backend, Engine, RefillHook, forward_ledger};
 use crate::error::LedgerError;
-use crate::logic::{Book, HashMap, Op, Outcome, Retention, apply, apply_reserve, apply_settle};
+use crate::logic::{
+    Book, HashMap, Op, Out, Outcome, Retention, apply, apply_reserve, apply_settle, reserve_only, settle_only,
+};
 use crate::types::{Entry, HistoryFilter, HoldId, ReserveRequest, TeamConfig};
 
 #[derive(Debug, Default)]
@@ -79,6 +81,19 @@ impl Backend for MemoryBackend {
         now: DateTime<Utc>,
     ) -> Option<Result<Outcome, LedgerError>> {
         Some(self.try_with_book(&hold.team, |book| apply_settle(book, hold, actual, now)))
+    }
+
+    fn reserve_only_now(&self, req: &ReserveRequest, now: DateTime<Utc>) -> Option<Result<Out, LedgerError>> {
+        Some(self.try_with_book(&req.caller.team, |book| reserve_only(book, req, now)))
+    }
+
+    fn settle_only_now(
+        &self,
+        hold: &HoldId,
+        actual: &Money,
+        now: DateTime<Utc>,
+    ) -> Option<Result<Out, LedgerError>> {
+        Some(self.try_with_book(&hold.team, |book| settle_only(book, hold, actual, now)))
     }
 }
 
