@@ -119,6 +119,26 @@ pub(crate) trait Backend: Send + Sync + Debug + 'static {
     ) -> Option<Result<Outcome, LedgerError>> {
         None
     }
+
+    /// [`Backend::reserve_now`] without the refill question (for an engine without a refill hook): the
+    /// answer alone, not copied into an [`Outcome`].
+    fn reserve_only_now(
+        &self,
+        _req: &ReserveRequest,
+        _now: DateTime<Utc>,
+    ) -> Option<Result<Out, LedgerError>> {
+        None
+    }
+
+    /// [`Backend::settle_now`] as [`Backend::reserve_only_now`].
+    fn settle_only_now(
+        &self,
+        _hold: &HoldId,
+        _actual: &Money,
+        _now: DateTime<Utc>,
+    ) -> Option<Result<Out, LedgerError>> {
+        None
+    }
 }
 
 /// A backend with a clock and an optional refill hook.
@@ -251,6 +271,23 @@ impl<B: Backend> Engine<B> {
 
     pub(crate) async fn reserve(&self, req: &ReserveRequest) -> Result<Hold, LedgerError> {
         crate::logic::cu(&req.amount)?;
+        if self.hook.is_none() {
+            // Without a refill hook nothing follows the reservation: an in-place answer is unwrapped
+            // where it is made (each layer it would cross copies it).
+            let now = self.clock.now();
+            return match self.backend.reserve_only_now(req, now) {
+                Some(done) => match done? {
+                    Out::Hold(h) => Ok(h),
+                    _ => Err(unexpected()),
+                },
+                None => hold_of(
+                    self.backend
+                        .run(Op::Reserve(req.clone()), now)
+                        .await
+                        .map(|o| o.out),
+                ),
+            };
+        }
         let denial = match self.exec_reserve(req).await {
             Err(LedgerError::Denied(d)) if d.scope.kind() == ScopeKind::Team && self.hook.is_some() => {
                 Box::new(d)
@@ -276,6 +313,22 @@ impl<B: Backend> Engine<B> {
     pub(crate) async fn settle(&self, hold: &HoldId, actual: &Money) -> Result<Settlement, LedgerError> {
         crate::logic::cu(actual)?;
         let now = self.clock.now();
+        if self.hook.is_none() {
+            // As in `reserve`: nothing follows, so an in-place answer is unwrapped where it is made.
+            let out = match self.backend.settle_only_now(hold, actual, now) {
+                Some(done) => done?,
+                None => {
+                    self.backend
+                        .run(Op::Settle(hold.clone(), actual.clone()), now)
+                        .await?
+                        .out
+                }
+            };
+            return match out {
+                Out::Settlement(s) => Ok(s),
+                _ => Err(unexpected()),
+            };
+        }
         let outcome = if let Some(done) = self.backend.settle_now(hold, actual, now) {
             done?
         } else {

@@ -100,6 +100,13 @@ pub(crate) fn cu(m: &Money) -> Result<Decimal, LedgerError> {
     Ok(m.amount())
 }
 
+/// `d > 0`, without a call to `Decimal`'s comparison (several times the cost): neither zero (of either
+/// sign) nor negative.
+#[inline]
+fn positive(d: Decimal) -> bool {
+    !d.is_zero() && d.is_sign_positive()
+}
+
 fn money(d: Decimal) -> Money {
     Money::cu(d)
 }
@@ -354,10 +361,10 @@ fn draw(funds: &mut [Batch], dirty: &mut Option<Dirty>, amount: Decimal) -> Deci
         funds.sort_by(order);
     }
     for b in funds.iter_mut() {
-        if left <= Decimal::ZERO {
+        if !positive(left) {
             break;
         }
-        if b.remaining <= Decimal::ZERO {
+        if !positive(b.remaining) {
             continue;
         }
         let take = b.remaining.min(left);
@@ -380,11 +387,202 @@ fn settlement_of(team: &TeamId, h: &HoldRow, replayed: bool) -> Settlement {
         },
         held: money(h.amount),
         charged: money(charged),
-        overrun: (overrun > Decimal::ZERO).then(|| money(overrun)),
+        overrun: positive(overrun).then(|| money(overrun)),
         hold_expired: h.late,
         uncovered: money(h.uncovered),
         replayed,
     }
+}
+
+/// Marks a scope row about to change as dirty (for backends that persist rows).
+fn mark_scope(dirty: &mut Option<Dirty>, looked_up: Option<&HashSet<ScopeKey>>, k: (ScopeKind, &str)) {
+    let view: &dyn KeyView = &k;
+    debug_assert!(
+        looked_up.is_none_or(|l| l.contains(view)),
+        "scope row {k:?} changed without being read from storage"
+    );
+    if let Some(d) = dirty
+        && !d.scopes.contains(view)
+    {
+        d.scopes.insert(ScopeKey::from(k));
+    }
+}
+
+/// A refusal: the room left, the scope that refused, and its cap.
+type Refusal = (Decimal, ScopeKind, Option<Decimal>);
+
+/// What a reservation checks each scope row against: the team's pool and the default cap.
+struct Room {
+    /// Live funds.
+    funds: Decimal,
+    overdraft: Decimal,
+    default_cap: Option<Decimal>,
+    /// The amount asked.
+    amount: Decimal,
+}
+
+impl Room {
+    /// Checks one scope row (a view in the current period) and keeps in `denial` the scope with the least
+    /// room; among equals, the narrower (a cap before the pool). The team's row gives the pool as
+    /// `pool_room` does, the others their cap room as `cap_room` does.
+    fn note(&self, denial: &mut Option<Refusal>, kind: ScopeKind, row: &ScopeRow) {
+        let (own, cap) = if kind == ScopeKind::Team {
+            let pool = self.funds - row.held - self.overdraft;
+            let room = match row.cap {
+                Some(c) => pool.min(c - row.used - row.held),
+                None => pool,
+            };
+            (room, row.cap)
+        } else {
+            let cap = match row.cap {
+                Some(c) => Some(c),
+                None if matches!(kind, ScopeKind::Member | ScopeKind::ApiKey) => self.default_cap,
+                None => None,
+            };
+            match cap {
+                Some(c) => (c - row.used - row.held, Some(c)),
+                None => return,
+            }
+        };
+        if own < self.amount && denial.as_ref().is_none_or(|(r, _, _)| own <= *r) {
+            *denial = Some((own, kind, cap));
+        }
+    }
+}
+
+/// Powers of ten up to 10^28 (the largest scale of a [`Decimal`]).
+const POW10: [i128; 29] = {
+    let mut p = [1i128; 29];
+    let mut i = 1;
+    while i < 29 {
+        p[i] = p[i - 1] * 10;
+        i += 1;
+    }
+    p
+};
+
+/// Integers below 2^96 in magnitude: what a [`Decimal`] holds exactly.
+const EXACT: u128 = 1 << 96;
+
+/// `FITS[k]`: the magnitudes `m` with `m * 10^k` below 2^96 are those below `FITS[k]` (a bound checked
+/// instead of a checked 128-bit multiplication, which costs far more).
+const FITS: [u128; 29] = {
+    let mut f = [0u128; 29];
+    let mut i = 0;
+    while i < 29 {
+        f[i] = (EXACT - 1) / POW10[i] as u128 + 1;
+        i += 1;
+    }
+    f
+};
+
+impl Room {
+    /// Whether [`Room::note`] would refuse any of `rows` (each with its kind and read in `period`),
+    /// computed in integers: every value is brought to the largest scale among them. `None` when a value
+    /// or an intermediate result there reaches 2^96; otherwise every `Decimal` operation `note` does is
+    /// exact (its result fits the 96-bit mantissa at that scale), so the answers agree.
+    fn refuses_exact<'r>(
+        &self,
+        rows: impl Iterator<Item = (ScopeKind, &'r ScopeRow)> + Clone,
+        period: i64,
+    ) -> Option<bool> {
+        let used_of = |r: &ScopeRow| if r.period == period { r.used } else { Decimal::ZERO };
+        let cap_of = |kind: ScopeKind, r: &ScopeRow| match r.cap {
+            Some(c) => Some(c),
+            None if matches!(kind, ScopeKind::Member | ScopeKind::ApiKey) => self.default_cap,
+            None => None,
+        };
+        let mut scale = self
+            .funds
+            .scale()
+            .max(self.overdraft.scale())
+            .max(self.amount.scale());
+        for (kind, r) in rows.clone() {
+            scale = scale.max(r.held.scale()).max(used_of(r).scale());
+            if let Some(c) = cap_of(kind, r) {
+                scale = scale.max(c.scale());
+            }
+        }
+        let fit = |v: i128| (v.unsigned_abs() < EXACT).then_some(v);
+        let at = |d: Decimal| -> Option<i128> {
+            let k = scale.checked_sub(d.scale())? as usize;
+            let m = d.mantissa();
+            if k == 0 {
+                return Some(m);
+            }
+            // Below the bound, the product is below 2^96: no overflow.
+            (m.unsigned_abs() < *FITS.get(k)?).then(|| m * *POW10.get(k).unwrap_or(&0))
+        };
+        let (funds, overdraft, amount) = (at(self.funds)?, at(self.overdraft)?, at(self.amount)?);
+        for (kind, r) in rows {
+            let (used, held) = (at(used_of(r))?, at(r.held)?);
+            let cap_room = |c: Decimal| fit(fit(at(c)? - used)? - held);
+            let own = if kind == ScopeKind::Team {
+                let pool = fit(fit(funds - held)? - overdraft)?;
+                match r.cap {
+                    Some(c) => pool.min(cap_room(c)?),
+                    None => pool,
+                }
+            } else {
+                match cap_of(kind, r) {
+                    Some(c) => cap_room(c)?,
+                    None => continue,
+                }
+            };
+            if own < amount {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+}
+
+/// Checks and holds `room.amount` on a caller's `N` scope rows with one lookup each, when all exist.
+/// `None` (nothing changed) when one is missing; otherwise the refusal if any (then nothing changed
+/// either). The checks are [`Room::note`]'s on each row as it reads in the current period, in the order
+/// of `keys`; the change is [`update_scope`]'s. The caller marks the rows dirty.
+fn hold_in_place<const N: usize>(
+    scopes: &mut HashMap<ScopeKey, ScopeRow>,
+    keys: &[(ScopeKind, &str)],
+    period: i64,
+    room: &Room,
+) -> Option<Option<Refusal>> {
+    let keys: &[(ScopeKind, &str); N] = keys.try_into().ok()?;
+    // The keys are of different kinds, so never the same row twice (which `get_disjoint_mut` refuses).
+    let mut rows = scopes.get_disjoint_mut(keys.each_ref().map(|k| k as &dyn KeyView));
+    if rows.iter().any(Option::is_none) {
+        return None;
+    }
+    let mut denial = None;
+    let kinds = keys.iter().map(|k| k.0);
+    let refuses = room.refuses_exact(kinds.zip(rows.iter().flatten().map(|r| &**r)), period);
+    // In integers when they suffice (the usual case); in decimals to name the refusal, or when they do not.
+    for (k, row) in keys.iter().zip(rows.iter().flatten()) {
+        if refuses == Some(false) {
+            break;
+        }
+        if row.period == period {
+            room.note(&mut denial, k.0, row);
+        } else {
+            let view = ScopeRow {
+                cap: row.cap,
+                used: Decimal::ZERO,
+                held: row.held,
+                period,
+            };
+            room.note(&mut denial, k.0, &view);
+        }
+    }
+    if denial.is_none() {
+        for row in rows.iter_mut().flatten() {
+            if row.period != period {
+                row.used = Decimal::ZERO;
+                row.period = period;
+            }
+            row.held += room.amount;
+        }
+    }
+    Some(denial)
 }
 
 /// Changes a scope row: normalised to the current period (created empty when absent) and marked dirty.
@@ -397,16 +595,8 @@ fn update_scope(
     k: (ScopeKind, &str),
     f: impl FnOnce(&mut ScopeRow),
 ) {
+    mark_scope(dirty, looked_up, k);
     let view: &dyn KeyView = &k;
-    debug_assert!(
-        looked_up.is_none_or(|l| l.contains(view)),
-        "scope row {k:?} changed without being read from storage"
-    );
-    if let Some(d) = dirty
-        && !d.scopes.contains(view)
-    {
-        d.scopes.insert(ScopeKey::from(k));
-    }
     if let Some(row) = scopes.get_mut(view) {
         if row.period != period {
             row.used = Decimal::ZERO;
@@ -553,7 +743,12 @@ impl Book {
 
     /// Read-only view of a scope row in the current period.
     fn scope_view(&self, k: (ScopeKind, &str)) -> ScopeRow {
-        let period = ms(self.team.period_start);
+        self.scope_view_in(k, ms(self.team.period_start))
+    }
+
+    /// [`Book::scope_view`] for a caller that already has the current period's start in ms (converting
+    /// the period's date costs more than the lookup saved by it).
+    fn scope_view_in(&self, k: (ScopeKind, &str), period: i64) -> ScopeRow {
         let view: &dyn KeyView = &k;
         match self.scopes.get(view) {
             Some(r) if r.period == period => r.clone(),
@@ -583,7 +778,12 @@ impl Book {
     }
 
     fn funds_total(&self) -> Decimal {
-        self.funds.iter().map(|b| b.remaining).sum()
+        match self.funds.as_slice() {
+            // The sum starts from zero, and `0 + x` is `x` bit for bit: the usual single batch needs no
+            // addition.
+            [b] => b.remaining,
+            funds => funds.iter().map(|b| b.remaining).sum(),
+        }
     }
 
     /// Live funds − held − overdraft (may be negative after funds expired under open holds).
@@ -725,7 +925,7 @@ impl Book {
     }
 
     fn repay_overdraft(&mut self) {
-        if self.team.overdraft > Decimal::ZERO {
+        if positive(self.team.overdraft) {
             let owed = self.team.overdraft;
             let uncovered = self.draw(owed);
             self.team.overdraft = uncovered;
@@ -740,7 +940,7 @@ impl Book {
         // Storage order differs between backends: record in spending order, so history is the same.
         gone.sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
         for b in gone {
-            if b.remaining > Decimal::ZERO {
+            if positive(b.remaining) {
                 self.entry(
                     EntryKind::Expire,
                     b.remaining,
@@ -782,9 +982,9 @@ impl Book {
         if self
             .funds
             .iter()
-            .any(|b| b.expires_at <= now || b.remaining <= Decimal::ZERO)
+            .any(|b| b.expires_at <= now || !positive(b.remaining))
         {
-            self.remove_funds(|b| b.expires_at <= now || b.remaining <= Decimal::ZERO, None);
+            self.remove_funds(|b| b.expires_at <= now || !positive(b.remaining), None);
         }
     }
 
@@ -888,29 +1088,52 @@ impl Book {
             }
             return Ok(Out::Hold(self.hold_out(h, true)));
         }
-        let mut denial: Option<(Decimal, ScopeKind, Option<Decimal>)> = None;
-        for k in caller_scopes(&req.caller) {
-            // Name the scope with the least room; among equals, the narrower (a cap before the pool).
-            // (Each row read once: the team's gives the pool as `pool_room` does, the others their cap
-            // room as `cap_room` does.)
-            let row = self.scope_view(k);
-            let (own, cap) = if k.0 == ScopeKind::Team {
-                let pool = self.funds_total() - row.held - self.team.overdraft;
-                let room = match row.cap {
-                    Some(c) => pool.min(c - row.used - row.held),
-                    None => pool,
-                };
-                (room, row.cap)
-            } else {
-                match self.effective_cap(k.0, &row).0 {
-                    Some(c) => (c - row.used - row.held, Some(c)),
-                    None => continue,
-                }
-            };
-            if own < amount && denial.as_ref().is_none_or(|(r, _, _)| own <= *r) {
-                denial = Some((own, k.0, cap));
-            }
+        let period = ms(self.team.period_start);
+        let room = Room {
+            funds: self.funds_total(),
+            overdraft: self.team.overdraft,
+            default_cap: self.team.default_cap,
+            amount,
+        };
+        let mut keys = [TEAM; 4];
+        let mut n = 0;
+        for (slot, k) in keys.iter_mut().zip(caller_scopes(&req.caller)) {
+            *slot = k;
+            n += 1;
         }
+        let keys = keys.get(..n).unwrap_or_default();
+        // Usually every row exists: each is then looked up once, for the checks and the change.
+        let in_place = match n {
+            1 => hold_in_place::<1>(&mut self.scopes, keys, period, &room),
+            2 => hold_in_place::<2>(&mut self.scopes, keys, period, &room),
+            3 => hold_in_place::<3>(&mut self.scopes, keys, period, &room),
+            4 => hold_in_place::<4>(&mut self.scopes, keys, period, &room),
+            _ => None,
+        };
+        let denial = match in_place {
+            Some(denial) => denial,
+            None => {
+                // A row is missing: read them all, then change (and create) them one by one.
+                let mut denial = None;
+                for &k in keys {
+                    let row = self.scope_view_in(k, period);
+                    room.note(&mut denial, k.0, &row);
+                }
+                if denial.is_none() {
+                    for &k in keys {
+                        update_scope(
+                            &mut self.scopes,
+                            &mut self.dirty,
+                            self.looked_up.as_ref(),
+                            period,
+                            k,
+                            |row| row.held += amount,
+                        );
+                    }
+                }
+                denial
+            }
+        };
         if let Some((remaining, kind, cap)) = denial {
             return Err(LedgerError::Denied(Denial {
                 scope: caller_scope(&req.caller, kind),
@@ -919,8 +1142,10 @@ impl Book {
                 cap: cap.map(money),
             }));
         }
-        for k in caller_scopes(&req.caller) {
-            self.scope(k, |row| row.held += amount);
+        if in_place.is_some() {
+            for &k in keys {
+                mark_scope(&mut self.dirty, self.looked_up.as_ref(), k);
+            }
         }
         let key = new_key();
         let expires_at = add(now, req.ttl);
@@ -997,7 +1222,7 @@ impl Book {
             );
         }
         let uncovered = draw(&mut self.funds, &mut self.dirty, charge);
-        if uncovered > Decimal::ZERO {
+        if positive(uncovered) {
             self.team.overdraft += uncovered;
             if let Some(d) = &mut self.dirty {
                 d.team = true;
@@ -1011,9 +1236,11 @@ impl Book {
         h.late = late;
         let out = settlement_of(&self.team.team, h, false);
         self.mark_hold(&key);
-        let overrun = if late { charge } else { charge - amount };
+        // The settlement computed the overrun from the row just set (`late`, `charge`, `amount`): positive
+        // or absent.
+        let overrun = out.overrun.as_ref().map(Money::amount);
         self.entry(EntryKind::Settle, charge, Some(&key), None, now);
-        if overrun > Decimal::ZERO {
+        if let Some(overrun) = overrun {
             self.entry(EntryKind::Overrun, overrun, Some(&key), None, now);
         }
         self.note_closed(&key, HoldState::Settled, now);
@@ -1147,11 +1374,7 @@ impl Book {
     }
 
     fn balance(&self) -> Balance {
-        let mut batches: Vec<&Batch> = self
-            .funds
-            .iter()
-            .filter(|b| b.remaining > Decimal::ZERO)
-            .collect();
+        let mut batches: Vec<&Batch> = self.funds.iter().filter(|b| positive(b.remaining)).collect();
         batches.sort_by(|a, b| (a.expires_at, a.created_at, &a.id).cmp(&(b.expires_at, b.created_at, &b.id)));
         let team_row = self.scope_view(TEAM);
         Balance {
@@ -1234,20 +1457,49 @@ pub(crate) fn apply_settle(
     run(book, now, |book, now| book.settle(hold, actual, now))
 }
 
+/// [`apply_reserve`] for a caller that does not ask whether a refill is due: the answer alone, returned
+/// as the operation made it (wrapping it in an [`Outcome`] copies it).
+pub(crate) fn reserve_only(
+    book: &mut Book,
+    req: &ReserveRequest,
+    now: DateTime<Utc>,
+) -> Result<Out, LedgerError> {
+    run_only(book, now, |book, now| book.reserve(req, now))
+}
+
+/// [`apply_settle`] as [`reserve_only`].
+pub(crate) fn settle_only(
+    book: &mut Book,
+    hold: &HoldId,
+    actual: &Money,
+    now: DateTime<Utc>,
+) -> Result<Out, LedgerError> {
+    run_only(book, now, |book, now| book.settle(hold, actual, now))
+}
+
 fn run(
     book: &mut Book,
     now: DateTime<Utc>,
     op: impl FnOnce(&mut Book, DateTime<Utc>) -> Result<Out, LedgerError>,
 ) -> Result<Outcome, LedgerError> {
-    let now = trunc_ms(now);
-    book.maintain(now);
-    let out = op(book, now);
-    book.prune(now);
-    let out = out?;
+    let out = run_only(book, now, op)?;
     Ok(Outcome {
         refill_due: book.refill_due(),
         out,
     })
+}
+
+/// Maintenance, the operation, then retention: [`run`] without the refill question.
+fn run_only(
+    book: &mut Book,
+    now: DateTime<Utc>,
+    op: impl FnOnce(&mut Book, DateTime<Utc>) -> Result<Out, LedgerError>,
+) -> Result<Out, LedgerError> {
+    let now = trunc_ms(now);
+    book.maintain(now);
+    let out = op(book, now);
+    book.prune(now);
+    out
 }
 
 fn apply_op(book: &mut Book, op: Op, now: DateTime<Utc>) -> Result<Out, LedgerError> {
@@ -1307,4 +1559,140 @@ fn apply_op(book: &mut Book, op: Op, now: DateTime<Utc>) -> Result<Out, LedgerEr
             Out::Unit
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic generator (xorshift64*), so a failure reproduces.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        /// A decimal of any scale, small or near the largest magnitude the checks' sums still fit in
+        /// (2^94), zero or negative now and then.
+        fn decimal(&mut self) -> Decimal {
+            let scale = match self.below(64) {
+                0 => self.below(29) as u32,
+                _ => self.below(5) as u32,
+            };
+            let m: i128 = match self.below(64) {
+                0..=7 => 0,
+                8 => (1i128 << 94) - self.below(1000) as i128,
+                9 => ((self.next() as i128) << 30) | self.below(1 << 30) as i128,
+                _ => self.below(100_000) as i128,
+            };
+            let m = if self.below(8) == 0 { -m } else { m };
+            Decimal::from_i128_with_scale(m, scale)
+        }
+    }
+
+    /// A sum of one decimal is that decimal bit for bit (what `funds_total` relies on).
+    #[test]
+    fn a_sum_of_one_is_itself() {
+        let mut g = Gen(0x2545_F491_4F6C_DD1D);
+        for i in 0..100_000 {
+            let d = g.decimal();
+            let d = if i % 3 == 0 { -d } else { d };
+            let sum: Decimal = [d].into_iter().sum();
+            assert_eq!(sum.serialize(), d.serialize(), "{d:?}");
+        }
+    }
+
+    /// `positive` is `> 0`, negative zero included.
+    #[test]
+    fn positive_is_greater_than_zero() {
+        let mut g = Gen(0xD1B5_4A32_D192_ED03);
+        for i in 0..100_000 {
+            let d = g.decimal();
+            let d = if i % 3 == 0 { -d } else { d };
+            assert_eq!(positive(d), d > Decimal::ZERO, "{d:?}");
+        }
+        let negative_zero = -Decimal::new(0, 3);
+        assert!(negative_zero.is_sign_negative() && !positive(negative_zero));
+        assert!(positive(Decimal::new(1, 28)) && !positive(Decimal::new(-1, 28)));
+    }
+
+    /// The integer checks of a reservation agree with the decimal ones whenever they answer, and they
+    /// answer in the usual cases.
+    #[test]
+    fn integer_checks_agree_with_decimal_checks() {
+        let mut g = Gen(0x9E37_79B9_7F4A_7C15);
+        let (mut answered, mut refused, mut declined) = (0, 0, 0);
+        for _ in 0..200_000 {
+            let room = Room {
+                funds: g.decimal(),
+                overdraft: if g.below(2) == 0 {
+                    Decimal::ZERO
+                } else {
+                    g.decimal()
+                },
+                default_cap: (g.below(2) == 0).then(|| g.decimal()),
+                amount: g.decimal(),
+            };
+            let period = 7;
+            let kinds = [
+                ScopeKind::Team,
+                ScopeKind::Member,
+                ScopeKind::Project,
+                ScopeKind::ApiKey,
+            ];
+            let n = 1 + g.below(4) as usize;
+            let rows: Vec<(ScopeKind, ScopeRow)> = kinds[..n]
+                .iter()
+                .map(|&k| {
+                    let row = ScopeRow {
+                        cap: (g.below(3) != 0).then(|| g.decimal()),
+                        used: g.decimal(),
+                        held: g.decimal(),
+                        period: if g.below(5) == 0 { 6 } else { period },
+                    };
+                    (k, row)
+                })
+                .collect();
+            let mut denial = None;
+            for (k, row) in &rows {
+                let view = ScopeRow {
+                    cap: row.cap,
+                    used: if row.period == period {
+                        row.used
+                    } else {
+                        Decimal::ZERO
+                    },
+                    held: row.held,
+                    period,
+                };
+                room.note(&mut denial, *k, &view);
+            }
+            match room.refuses_exact(rows.iter().map(|(k, r)| (*k, r)), period) {
+                Some(r) => {
+                    assert_eq!(
+                        r,
+                        denial.is_some(),
+                        "{rows:?} funds {} amount {}",
+                        room.funds,
+                        room.amount
+                    );
+                    answered += 1;
+                    refused += usize::from(r);
+                }
+                None => declined += 1,
+            }
+        }
+        assert!(
+            answered > 100_000 && refused > 5_000 && declined > 100,
+            "{answered} {refused} {declined}"
+        );
+    }
 }

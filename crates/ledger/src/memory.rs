@@ -10,7 +10,9 @@ use genroute_core::{Money, TeamId};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Backend, Engine, RefillHook, forward_ledger};
 use crate::error::LedgerError;
-use crate::logic::{Book, HashMap, Op, Outcome, Retention, apply, apply_reserve, apply_settle};
+use crate::logic::{
+    Book, HashMap, Op, Out, Outcome, Retention, apply, apply_reserve, apply_settle, reserve_only, settle_only,
+};
 use crate::types::{Entry, HistoryFilter, HoldId, ReserveRequest, TeamConfig};
 
 #[derive(Debug, Default)]
@@ -27,12 +29,22 @@ impl MemoryBackend {
     /// Runs `f` on a team's book under its mutex. The map's read lock is held meanwhile (only
     /// `create_team` writes the map), which spares a reference count per operation.
     fn with_book<T>(&self, team: &TeamId, f: impl FnOnce(&mut Book) -> T) -> Result<T, LedgerError> {
+        self.try_with_book(team, |book| Ok(f(book)))
+    }
+
+    /// [`MemoryBackend::with_book`] for an `f` that may fail: its result is returned as it is, not nested
+    /// in another (unnesting copies it).
+    fn try_with_book<T>(
+        &self,
+        team: &TeamId,
+        f: impl FnOnce(&mut Book) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
         let teams = self.teams.read().map_err(|_| poisoned())?;
         let book = teams
             .get(team)
             .ok_or_else(|| LedgerError::UnknownTeam(team.clone()))?;
         let mut book = book.lock().map_err(|_| poisoned())?;
-        Ok(f(&mut book))
+        f(&mut book)
     }
 }
 
@@ -51,7 +63,7 @@ impl Backend for MemoryBackend {
 
     async fn run(&self, op: Op, now: DateTime<Utc>) -> Result<Outcome, LedgerError> {
         let team = op.team().clone();
-        self.with_book(&team, |book| apply(book, op, now))?
+        self.try_with_book(&team, |book| apply(book, op, now))
     }
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Entry>, LedgerError> {
@@ -59,10 +71,7 @@ impl Backend for MemoryBackend {
     }
 
     fn reserve_now(&self, req: &ReserveRequest, now: DateTime<Utc>) -> Option<Result<Outcome, LedgerError>> {
-        Some(
-            self.with_book(&req.caller.team, |book| apply_reserve(book, req, now))
-                .and_then(|r| r),
-        )
+        Some(self.try_with_book(&req.caller.team, |book| apply_reserve(book, req, now)))
     }
 
     fn settle_now(
@@ -71,10 +80,20 @@ impl Backend for MemoryBackend {
         actual: &Money,
         now: DateTime<Utc>,
     ) -> Option<Result<Outcome, LedgerError>> {
-        Some(
-            self.with_book(&hold.team, |book| apply_settle(book, hold, actual, now))
-                .and_then(|r| r),
-        )
+        Some(self.try_with_book(&hold.team, |book| apply_settle(book, hold, actual, now)))
+    }
+
+    fn reserve_only_now(&self, req: &ReserveRequest, now: DateTime<Utc>) -> Option<Result<Out, LedgerError>> {
+        Some(self.try_with_book(&req.caller.team, |book| reserve_only(book, req, now)))
+    }
+
+    fn settle_only_now(
+        &self,
+        hold: &HoldId,
+        actual: &Money,
+        now: DateTime<Utc>,
+    ) -> Option<Result<Out, LedgerError>> {
+        Some(self.try_with_book(&hold.team, |book| settle_only(book, hold, actual, now)))
     }
 }
 
