@@ -101,12 +101,14 @@ pub(crate) trait Backend: Send + Sync + Debug + 'static {
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Entry>, LedgerError>;
 
     /// A reservation run in place, for a backend that never waits (memory): no future to box, no
-    /// request to clone. `None` when the backend cannot, and [`Backend::run`] then does it.
+    /// request to clone, the answer as the operation made it. With `refill_due`, also says whether an
+    /// automatic refill became due. `None` when the backend cannot, and [`Backend::run`] then does it.
     fn reserve_now(
         &self,
         _req: &ReserveRequest,
         _now: DateTime<Utc>,
-    ) -> Option<Result<Outcome, LedgerError>> {
+        _refill_due: Option<&mut bool>,
+    ) -> Option<Result<Out, LedgerError>> {
         None
     }
 
@@ -116,26 +118,7 @@ pub(crate) trait Backend: Send + Sync + Debug + 'static {
         _hold: &HoldId,
         _actual: &Money,
         _now: DateTime<Utc>,
-    ) -> Option<Result<Outcome, LedgerError>> {
-        None
-    }
-
-    /// [`Backend::reserve_now`] without the refill question (for an engine without a refill hook): the
-    /// answer alone, not copied into an [`Outcome`].
-    fn reserve_only_now(
-        &self,
-        _req: &ReserveRequest,
-        _now: DateTime<Utc>,
-    ) -> Option<Result<Out, LedgerError>> {
-        None
-    }
-
-    /// [`Backend::settle_now`] as [`Backend::reserve_only_now`].
-    fn settle_only_now(
-        &self,
-        _hold: &HoldId,
-        _actual: &Money,
-        _now: DateTime<Utc>,
+        _refill_due: Option<&mut bool>,
     ) -> Option<Result<Out, LedgerError>> {
         None
     }
@@ -187,20 +170,25 @@ impl<B: Backend> Engine<B> {
         outcome.refill_due && self.hook.is_some()
     }
 
-    /// A reservation, in place when the backend can ([`Backend::reserve_now`]).
+    /// A reservation, in place when the backend can ([`Backend::reserve_now`]), then the automatic refill
+    /// it made due (only asked when a hook is installed).
     async fn exec_reserve(&self, req: &ReserveRequest) -> Result<Out, LedgerError> {
         let now = self.clock.now();
+        let ask = self.hook.is_some();
+        let mut due = false;
         // `if let`, not `match`: the in-place answer must not stay alive across the other branch's await
         // (it would enlarge the future).
-        let outcome = if let Some(done) = self.backend.reserve_now(req, now) {
+        let out = if let Some(done) = self.backend.reserve_now(req, now, ask.then_some(&mut due)) {
             done?
         } else {
-            self.backend.run(Op::Reserve(req.clone()), now).await?
+            let outcome = self.backend.run(Op::Reserve(req.clone()), now).await?;
+            due = outcome.refill_due;
+            outcome.out
         };
-        if self.wants_refill(&outcome) {
-            return Box::pin(self.refill_then(outcome.out, &req.caller.team)).await;
+        if ask && due {
+            return Box::pin(self.refill_then(out, &req.caller.team)).await;
         }
-        Ok(outcome.out)
+        Ok(out)
     }
 
     /// Claims a refill slot, pays through the hook, then applies it (or gives the slot back).
@@ -272,21 +260,17 @@ impl<B: Backend> Engine<B> {
     pub(crate) async fn reserve(&self, req: &ReserveRequest) -> Result<Hold, LedgerError> {
         crate::logic::cu(&req.amount)?;
         if self.hook.is_none() {
-            // Without a refill hook nothing follows the reservation: an in-place answer is unwrapped
-            // where it is made (each layer it would cross copies it).
+            // Without a refill hook nothing follows the reservation: the answer is unwrapped where it is
+            // made (each layer it would cross copies it, and the future stays small).
             let now = self.clock.now();
-            return match self.backend.reserve_only_now(req, now) {
-                Some(done) => match done? {
-                    Out::Hold(h) => Ok(h),
-                    _ => Err(unexpected()),
-                },
-                None => hold_of(
-                    self.backend
-                        .run(Op::Reserve(req.clone()), now)
-                        .await
-                        .map(|o| o.out),
-                ),
-            };
+            return hold_of(match self.backend.reserve_now(req, now, None) {
+                Some(done) => done,
+                None => self
+                    .backend
+                    .run(Op::Reserve(req.clone()), now)
+                    .await
+                    .map(|o| o.out),
+            });
         }
         let denial = match self.exec_reserve(req).await {
             Err(LedgerError::Denied(d)) if d.scope.kind() == ScopeKind::Team && self.hook.is_some() => {
@@ -313,33 +297,25 @@ impl<B: Backend> Engine<B> {
     pub(crate) async fn settle(&self, hold: &HoldId, actual: &Money) -> Result<Settlement, LedgerError> {
         crate::logic::cu(actual)?;
         let now = self.clock.now();
-        if self.hook.is_none() {
-            // As in `reserve`: nothing follows, so an in-place answer is unwrapped where it is made.
-            let out = match self.backend.settle_only_now(hold, actual, now) {
-                Some(done) => done?,
-                None => {
-                    self.backend
-                        .run(Op::Settle(hold.clone(), actual.clone()), now)
-                        .await?
-                        .out
-                }
-            };
-            return match out {
-                Out::Settlement(s) => Ok(s),
-                _ => Err(unexpected()),
-            };
-        }
-        let outcome = if let Some(done) = self.backend.settle_now(hold, actual, now) {
+        let ask = self.hook.is_some();
+        let mut due = false;
+        let out = if let Some(done) = self
+            .backend
+            .settle_now(hold, actual, now, ask.then_some(&mut due))
+        {
             done?
         } else {
-            self.backend
+            let outcome = self
+                .backend
                 .run(Op::Settle(hold.clone(), actual.clone()), now)
-                .await?
-        };
-        let out = if self.wants_refill(&outcome) {
-            Box::pin(self.refill_then(outcome.out, &hold.team)).await?
-        } else {
+                .await?;
+            due = outcome.refill_due;
             outcome.out
+        };
+        let out = if ask && due {
+            Box::pin(self.refill_then(out, &hold.team)).await?
+        } else {
+            out
         };
         match out {
             Out::Settlement(s) => Ok(s),

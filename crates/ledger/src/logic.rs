@@ -1438,43 +1438,27 @@ pub(crate) fn apply(book: &mut Book, op: Op, now: DateTime<Utc>) -> Result<Outco
     run(book, now, |book, now| apply_op(book, op, now))
 }
 
-/// [`apply`] for a reservation given by reference (nothing in it is cloned unless the hold keeps it).
+/// [`apply`] for a reservation given by reference (nothing in it is cloned unless the hold keeps it), answered
+/// as the operation made it (wrapping it in an [`Outcome`] would copy it). With `refill_due`, also says
+/// whether the operation made an automatic refill due.
 pub(crate) fn apply_reserve(
     book: &mut Book,
     req: &ReserveRequest,
     now: DateTime<Utc>,
-) -> Result<Outcome, LedgerError> {
-    run(book, now, |book, now| book.reserve(req, now))
+    refill_due: Option<&mut bool>,
+) -> Result<Out, LedgerError> {
+    run_in_place(book, now, refill_due, |book, now| book.reserve(req, now))
 }
 
-/// [`apply`] for a settle given by reference.
+/// [`apply_reserve`] for a settle given by reference.
 pub(crate) fn apply_settle(
     book: &mut Book,
     hold: &HoldId,
     actual: &Money,
     now: DateTime<Utc>,
-) -> Result<Outcome, LedgerError> {
-    run(book, now, |book, now| book.settle(hold, actual, now))
-}
-
-/// [`apply_reserve`] for a caller that does not ask whether a refill is due: the answer alone, returned
-/// as the operation made it (wrapping it in an [`Outcome`] copies it).
-pub(crate) fn reserve_only(
-    book: &mut Book,
-    req: &ReserveRequest,
-    now: DateTime<Utc>,
+    refill_due: Option<&mut bool>,
 ) -> Result<Out, LedgerError> {
-    run_only(book, now, |book, now| book.reserve(req, now))
-}
-
-/// [`apply_settle`] as [`reserve_only`].
-pub(crate) fn settle_only(
-    book: &mut Book,
-    hold: &HoldId,
-    actual: &Money,
-    now: DateTime<Utc>,
-) -> Result<Out, LedgerError> {
-    run_only(book, now, |book, now| book.settle(hold, actual, now))
+    run_in_place(book, now, refill_due, |book, now| book.settle(hold, actual, now))
 }
 
 fn run(
@@ -1482,23 +1466,25 @@ fn run(
     now: DateTime<Utc>,
     op: impl FnOnce(&mut Book, DateTime<Utc>) -> Result<Out, LedgerError>,
 ) -> Result<Outcome, LedgerError> {
-    let out = run_only(book, now, op)?;
-    Ok(Outcome {
-        refill_due: book.refill_due(),
-        out,
-    })
+    let mut refill_due = false;
+    let out = run_in_place(book, now, Some(&mut refill_due), op)?;
+    Ok(Outcome { refill_due, out })
 }
 
-/// Maintenance, the operation, then retention: [`run`] without the refill question.
-fn run_only(
+/// Maintenance, the operation, then retention; with `refill_due`, whether a refill is due after a success.
+fn run_in_place(
     book: &mut Book,
     now: DateTime<Utc>,
+    refill_due: Option<&mut bool>,
     op: impl FnOnce(&mut Book, DateTime<Utc>) -> Result<Out, LedgerError>,
 ) -> Result<Out, LedgerError> {
     let now = trunc_ms(now);
     book.maintain(now);
     let out = op(book, now);
     book.prune(now);
+    if let (Ok(_), Some(due)) = (&out, refill_due) {
+        *due = book.refill_due();
+    }
     out
 }
 

@@ -10,9 +10,7 @@ use genroute_core::{Money, TeamId};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Backend, Engine, RefillHook, forward_ledger};
 use crate::error::LedgerError;
-use crate::logic::{
-    Book, HashMap, Op, Out, Outcome, Retention, apply, apply_reserve, apply_settle, reserve_only, settle_only,
-};
+use crate::logic::{Book, HashMap, Op, Out, Outcome, Retention, apply, apply_reserve, apply_settle};
 use crate::types::{Entry, HistoryFilter, HoldId, ReserveRequest, TeamConfig};
 
 #[derive(Debug, Default)]
@@ -70,8 +68,13 @@ impl Backend for MemoryBackend {
         self.with_book(filter.scope.team(), |book| book.history(filter))
     }
 
-    fn reserve_now(&self, req: &ReserveRequest, now: DateTime<Utc>) -> Option<Result<Outcome, LedgerError>> {
-        Some(self.try_with_book(&req.caller.team, |book| apply_reserve(book, req, now)))
+    fn reserve_now(
+        &self,
+        req: &ReserveRequest,
+        now: DateTime<Utc>,
+        refill_due: Option<&mut bool>,
+    ) -> Option<Result<Out, LedgerError>> {
+        Some(self.try_with_book(&req.caller.team, |book| apply_reserve(book, req, now, refill_due)))
     }
 
     fn settle_now(
@@ -79,21 +82,11 @@ impl Backend for MemoryBackend {
         hold: &HoldId,
         actual: &Money,
         now: DateTime<Utc>,
-    ) -> Option<Result<Outcome, LedgerError>> {
-        Some(self.try_with_book(&hold.team, |book| apply_settle(book, hold, actual, now)))
-    }
-
-    fn reserve_only_now(&self, req: &ReserveRequest, now: DateTime<Utc>) -> Option<Result<Out, LedgerError>> {
-        Some(self.try_with_book(&req.caller.team, |book| reserve_only(book, req, now)))
-    }
-
-    fn settle_only_now(
-        &self,
-        hold: &HoldId,
-        actual: &Money,
-        now: DateTime<Utc>,
+        refill_due: Option<&mut bool>,
     ) -> Option<Result<Out, LedgerError>> {
-        Some(self.try_with_book(&hold.team, |book| settle_only(book, hold, actual, now)))
+        Some(self.try_with_book(&hold.team, |book| {
+            apply_settle(book, hold, actual, now, refill_due)
+        }))
     }
 }
 
