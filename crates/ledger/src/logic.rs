@@ -615,6 +615,20 @@ fn update_scope(
     scopes.insert(ScopeKey::from(k), row);
 }
 
+/// [`update_scope`] on every scope row of `caller` (the caller stays borrowed, from `holds` say).
+fn update_caller_scopes(
+    scopes: &mut HashMap<ScopeKey, ScopeRow>,
+    dirty: &mut Option<Dirty>,
+    looked_up: Option<&HashSet<ScopeKey>>,
+    period: i64,
+    caller: &Caller,
+    f: impl Fn(&mut ScopeRow),
+) {
+    for k in caller_scopes(caller) {
+        update_scope(scopes, dirty, looked_up, period, k, &f);
+    }
+}
+
 impl Book {
     /// A new team's book: the team row and its first plan batch.
     pub(crate) fn create(cfg: &TeamConfig, now: DateTime<Utc>, track: bool) -> Result<Book, LedgerError> {
@@ -729,16 +743,14 @@ impl Book {
     fn hold_scopes(&mut self, key: &str, f: impl Fn(&mut ScopeRow)) {
         let period = ms(self.team.period_start);
         let Some(h) = self.holds.get(key) else { return };
-        for k in caller_scopes(&h.caller) {
-            update_scope(
-                &mut self.scopes,
-                &mut self.dirty,
-                self.looked_up.as_ref(),
-                period,
-                k,
-                &f,
-            );
-        }
+        update_caller_scopes(
+            &mut self.scopes,
+            &mut self.dirty,
+            self.looked_up.as_ref(),
+            period,
+            &h.caller,
+            f,
+        );
     }
 
     /// Read-only view of a scope row in the current period.
@@ -1206,21 +1218,19 @@ impl Book {
             HoldState::Expired => true,
         };
         let amount = h.amount;
-        for k in caller_scopes(&h.caller) {
-            update_scope(
-                &mut self.scopes,
-                &mut self.dirty,
-                self.looked_up.as_ref(),
-                period,
-                k,
-                |row| {
-                    if !late {
-                        row.held -= amount;
-                    }
-                    row.used += charge;
-                },
-            );
-        }
+        update_caller_scopes(
+            &mut self.scopes,
+            &mut self.dirty,
+            self.looked_up.as_ref(),
+            period,
+            &h.caller,
+            |row| {
+                if !late {
+                    row.held -= amount;
+                }
+                row.used += charge;
+            },
+        );
         let uncovered = draw(&mut self.funds, &mut self.dirty, charge);
         if positive(uncovered) {
             self.team.overdraft += uncovered;
